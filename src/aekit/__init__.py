@@ -1,0 +1,33 @@
+"""aekit: image autoencoders (AE, DAE, SAE, VAE) that are fast and easy to measure.
+
+>>> import aekit
+>>> model = aekit.train("vae", data="mnist-5k", epochs=1)      # doctest: +SKIP
+>>> codes = model.embed(aekit.load_dataset("mnist-5k").test.images)   # doctest: +SKIP
+"""
+
+__version__ = "0.1.0"
+
+from .checkpoint import load
+from .config import DataConfig, ModelConfig, ObjectiveConfig, RunConfig, TrainConfig, preset
+from .data import ImageSet, Splits, load_dataset, load_images
+from .errors import AekitError
+from .model import Autoencoder
+from .train import train
+
+__all__ = [
+    "AekitError",
+    "Autoencoder",
+    "DataConfig",
+    "ImageSet",
+    "ModelConfig",
+    "ObjectiveConfig",
+    "RunConfig",
+    "Splits",
+    "TrainConfig",
+    "__version__",
+    "load",
+    "load_dataset",
+    "load_images",
+    "preset",
+    "train",
+]

@@ -1,0 +1,282 @@
+"""Run folders on disk: safetensors for tensors, JSON for everything else. No pickle.
+
+A run folder holds
+
+* ``config.json``        -- the RunConfig, with ``format`` and ``format_version``;
+* ``model.safetensors``  -- the model's weights (metadata: format, version, epoch);
+* ``state.safetensors``  -- optimizer tensors and RNG states, for ``--resume``;
+* ``state.json``         -- epoch, step, optimizer hyperparameters;
+* ``metrics.jsonl``      -- one JSON line per epoch.
+
+Every file is written atomically: a temp file in the same folder, fsync, rename.
+Loading validates the format stamp, the config, and every tensor's name, shape and dtype.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from .config import RunConfig
+from .errors import AekitError
+from .model import Autoencoder
+
+FORMAT = "aekit-run"
+FORMAT_VERSION = 1
+CONFIG = "config.json"
+MODEL = "model.safetensors"
+STATE = "state.safetensors"
+STATE_JSON = "state.json"
+METRICS = "metrics.jsonl"
+MAX_JSON_BYTES = 16 * 1024 * 1024
+
+
+# ----- atomic writes -----
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that ``path`` is always either the old file or the new one."""
+    path = Path(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise AekitError(f"cannot write in {path.parent}: {err.strerror or err}") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        raise AekitError(f"cannot write {path}: {err.strerror or err}") from None
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+
+
+def append_jsonl(path: Path, obj: Any) -> None:
+    """Append one line; lines are small, so a crash leaves at worst one partial last line (skipped on read)."""
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(obj) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as err:
+        raise AekitError(f"cannot write {path}: {err.strerror or err}") from None
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    if not Path(path).exists():
+        return []
+    rows = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line cut short by a crash
+    return rows
+
+
+# ----- reading, defensively -----
+
+
+def read_json(path: Path, what: str) -> Any:
+    path = Path(path)
+    try:
+        if path.stat().st_size > MAX_JSON_BYTES:
+            raise AekitError(f"{path} is too large to be an aekit {what}")
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise AekitError(f"{path} not found: is this an aekit run folder?") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise AekitError(f"cannot read {path}: {err}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise AekitError(f"{path} is not valid JSON ({err.msg} at line {err.lineno}): corrupt {what}?") from None
+
+
+def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and metadata of a safetensors file; anything else -> AekitError."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise AekitError(f"{path} not found: is this an aekit run folder?") from None
+    except OSError as err:
+        raise AekitError(f"cannot read {path}: {err.strerror or err}") from None
+    if data[:1] == b"\x80" or data[:2] == b"PK":
+        raise AekitError(f"{path} looks like a pickle or torch.save file; aekit loads only safetensors")
+    try:
+        tensors = st_load(data)
+        header_len = int.from_bytes(data[:8], "little")
+        header = json.loads(data[8 : 8 + header_len])
+    except (SafetensorError, ValueError, OverflowError, UnicodeDecodeError) as err:
+        raise AekitError(f"{path} is not a valid safetensors file (truncated or corrupt?): {err}") from None
+    metadata = header.get("__metadata__") or {}
+    return tensors, metadata
+
+
+def _check_stamp(meta: dict, path: Path) -> None:
+    if meta.get("format") != FORMAT:
+        raise AekitError(f"{path} is not an aekit file (format {meta.get('format')!r})")
+    version = meta.get("format_version")
+    if str(version) != str(FORMAT_VERSION):
+        raise AekitError(
+            f"{path} has format version {version!r}; this aekit reads version {FORMAT_VERSION}: upgrade aekit"
+        )
+
+
+# ----- config and model -----
+
+
+def save_config(run_dir: Path, config: RunConfig) -> None:
+    from . import __version__
+
+    payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "aekit_version": __version__, **config.to_dict()}
+    atomic_write_json(Path(run_dir) / CONFIG, payload)
+
+
+def load_config(run_dir: Path) -> RunConfig:
+    path = Path(run_dir) / CONFIG
+    raw = read_json(path, "config")
+    if not isinstance(raw, dict):
+        raise AekitError(f"{path} must hold a JSON object")
+    _check_stamp(raw, path)
+    body = {k: v for k, v in raw.items() if k not in ("format", "format_version", "aekit_version")}
+    try:
+        return RunConfig.from_dict(body)
+    except AekitError as err:
+        raise AekitError(f"{path}: {err}") from None
+
+
+def save_model(run_dir: Path, model: Autoencoder, epoch: int) -> None:
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "epoch": str(epoch)}
+    atomic_write_bytes(Path(run_dir) / MODEL, st_save(state, metadata=meta))
+
+
+def load_weights(model: Autoencoder, path: Path) -> int:
+    """Load weights into ``model`` after checking every name, shape and dtype; returns the epoch."""
+    tensors, meta = read_safetensors(path)
+    _check_stamp(meta, path)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    extra = sorted(set(tensors) - set(expected))
+    if missing or extra:
+        raise AekitError(
+            f"{path} does not match its config: missing {missing[:3]}, unexpected {extra[:3]}"
+        )
+    for name, ref in expected.items():
+        got = tensors[name]
+        if got.shape != ref.shape or got.dtype != ref.dtype:
+            raise AekitError(
+                f"{path}: tensor {name} is {got.dtype} {tuple(got.shape)}, "
+                f"the config needs {ref.dtype} {tuple(ref.shape)}"
+            )
+        if got.is_floating_point() and not torch.isfinite(got).all():
+            raise AekitError(f"{path}: tensor {name} holds NaN or inf")
+    model.load_state_dict(tensors)
+    try:
+        return int(meta.get("epoch", 0))
+    except ValueError:
+        raise AekitError(f"{path}: bad epoch stamp {meta.get('epoch')!r}") from None
+
+
+def load(run_dir: str | os.PathLike) -> Autoencoder:
+    """Rebuild the trained model of a run folder.
+
+    Parameters
+    ----------
+    run_dir : path
+        A folder written by ``aekit train`` (or :func:`aekit.train`).
+
+    Returns
+    -------
+    Autoencoder
+        In eval mode; ``model.run_config`` holds the whole RunConfig.
+
+    Examples
+    --------
+    >>> model = aekit.load("runs/vae-mlp-mnist-5k")      # doctest: +SKIP
+    >>> model.sample(16).shape                             # doctest: +SKIP
+    torch.Size([16, 1, 28, 28])
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise AekitError(f"{run_dir} is not a folder: pass a run folder written by 'aekit train'")
+    config = load_config(run_dir)
+    model = Autoencoder(config.model)
+    model.epoch = load_weights(model, run_dir / MODEL)
+    model.run_config = config
+    model.run_dir = run_dir
+    return model.eval()
+
+
+# ----- training state, for resume -----
+
+
+def save_state(run_dir: Path, *, epoch: int, step: int, optimizer: torch.optim.Optimizer, generator: torch.Generator) -> None:
+    opt = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {"rng.generator": generator.get_state(), "rng.torch": torch.get_rng_state()}
+    for index, slots in opt["state"].items():
+        for key, value in slots.items():
+            tensors[f"optim.{index}.{key}"] = torch.as_tensor(value).detach().clone().contiguous()
+    meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "epoch": str(epoch)}
+    atomic_write_bytes(Path(run_dir) / STATE, st_save(tensors, metadata=meta))
+    atomic_write_json(
+        Path(run_dir) / STATE_JSON,
+        {"format": FORMAT, "format_version": FORMAT_VERSION, "epoch": epoch, "step": step, "param_groups": opt["param_groups"]},
+    )
+
+
+def load_state(run_dir: Path, optimizer: torch.optim.Optimizer, generator: torch.Generator) -> tuple[int, int]:
+    """Restore optimizer and RNG state; returns ``(epoch, step)``."""
+    run_dir = Path(run_dir)
+    info = read_json(run_dir / STATE_JSON, "training state")
+    if not isinstance(info, dict):
+        raise AekitError(f"{run_dir / STATE_JSON} must hold a JSON object")
+    _check_stamp(info, run_dir / STATE_JSON)
+    tensors, meta = read_safetensors(run_dir / STATE)
+    _check_stamp(meta, run_dir / STATE)
+    epoch, step, groups = info.get("epoch"), info.get("step"), info.get("param_groups")
+    if not isinstance(epoch, int) or not isinstance(step, int) or not isinstance(groups, list):
+        raise AekitError(f"{run_dir / STATE_JSON} is missing epoch, step or param_groups")
+    if meta.get("epoch") != str(epoch):
+        raise AekitError(f"{run_dir}: {STATE} and {STATE_JSON} are from different epochs (interrupted save?)")
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for name, value in tensors.items():
+        parts = name.split(".")
+        if parts[0] == "optim" and len(parts) == 3 and parts[1].isdigit():
+            state.setdefault(int(parts[1]), {})[parts[2]] = value
+    try:
+        optimizer.load_state_dict({"state": state, "param_groups": groups})
+        generator.set_state(tensors["rng.generator"])
+        torch.set_rng_state(tensors["rng.torch"])
+    except (KeyError, ValueError, RuntimeError, TypeError) as err:
+        raise AekitError(f"{run_dir}: training state does not fit this model/optimizer: {err}") from None
+    return epoch, step

@@ -1,0 +1,194 @@
+"""Command-line interface: argument parsing only; each verb calls one library function.
+
+Errors a user can cause are printed as one line on stderr with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from .config import ARCHS, FAMILIES
+from .errors import AekitError
+
+EXAMPLES = """examples:
+  aekit train --model vae --epochs 10                 # VAE on the embedded 5k MNIST digits
+  aekit train --model dae --arch conv --data mnist    # full MNIST (downloaded once, checksum-verified)
+  aekit train --model sae --data photos/ --channels 3 --image-size 32,32
+  aekit sample runs/vae-mlp-mnist-5k-1 -n 64 -o samples.png
+  aekit denoise runs/dae-conv-mnist-1 mnist --noise-std 0.5 --limit 32 -o denoised/
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2 (argparse would print the whole usage)
+        print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.replace("x", ",").split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def _size(text: str) -> tuple[int, int]:
+    values = _int_list(text)
+    if len(values) == 1:
+        return (values[0], values[0])
+    if len(values) != 2:
+        raise argparse.ArgumentTypeError(f"expected H,W or one size, got {text!r}")
+    return values  # type: ignore[return-value]
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="aekit",
+        description="Train and use image autoencoders: AE, denoising AE, sparse AE, VAE.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"aekit {__version__}")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
+    verbs.required = True
+
+    t = verbs.add_parser("train", help="train a model and save a run folder",
+                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    t.add_argument("--model", choices=FAMILIES, default=None, help="autoencoder family (default vae)")
+    t.add_argument("--arch", choices=ARCHS, default=None, help="backbone (default mlp)")
+    t.add_argument("--data", default=None,
+                   help="mnist-5k (embedded), mnist, fashion-mnist, an image folder or a .npy/.npz file (default mnist-5k)")
+    t.add_argument("--data-dir", default=None, help="root of named datasets (default $AEKIT_DATA or the user cache)")
+    t.add_argument("--channels", type=int, default=None, help="convert images to 1 or 3 channels")
+    t.add_argument("--image-size", type=_size, default=None, metavar="H,W", help="resize images")
+    t.add_argument("--test-split", type=_fraction, default=None, help="held-out fraction where the data has no test split (default 0.1)")
+    t.add_argument("--latent-dim", type=int, default=None, help="latent size (default 32)")
+    t.add_argument("--hidden", type=_int_list, default=None, metavar="W1,W2",
+                   help="MLP layer widths (default 512,256) or conv channel widths (default 32,64,128)")
+    t.add_argument("--activation", default=None, choices=("relu", "leaky_relu", "elu", "gelu", "tanh"))
+    t.add_argument("--likelihood", choices=("bernoulli", "gaussian"), default=None,
+                   help="decoder likelihood (default bernoulli: BCE on logits)")
+    t.add_argument("--gaussian-std", type=float, default=None, help="std of the gaussian likelihood (default 0.1)")
+    t.add_argument("--beta", type=float, default=None, help="KL weight of a VAE (default 1)")
+    t.add_argument("--noise-std", type=float, default=None,
+                   help="Gaussian input corruption (default 0.5 for dae, else 0)")
+    t.add_argument("--mask-prob", type=float, default=None, help="masking corruption: fraction of pixels zeroed")
+    t.add_argument("--salt-pepper", type=float, default=None, help="salt-and-pepper corruption: fraction of pixels")
+    t.add_argument("--sparsity", choices=("none", "l1", "kl"), default=None, help="sparsity penalty (default kl for sae)")
+    t.add_argument("--sparsity-weight", type=float, default=None, help="weight of the sparsity penalty (default 10 for sae, else 1)")
+    t.add_argument("--sparsity-target", type=float, default=None, help="target activation rho for kl sparsity (default 0.05)")
+    t.add_argument("--epochs", type=int, default=None, help="(default 10)")
+    t.add_argument("--batch-size", type=int, default=None, help="(default 128)")
+    t.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 1e-3)")
+    t.add_argument("--weight-decay", type=float, default=None, help="(default 0)")
+    t.add_argument("--seed", type=int, default=None, help="(default 0)")
+    t.add_argument("--out", default=None, metavar="RUN_DIR", help="run folder (default a new runs/<model>-<arch>-<data>-<n>)")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    t.add_argument("--force", action="store_true", help="replace a run already in --out")
+    t.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+
+    e = verbs.add_parser("encode", help="save the codes of images (posterior means for a VAE)")
+    _run_and_input(e)
+    e.add_argument("-o", "--output", required=True, help="codes.npy (N, D) or codes.npz (codes + labels)")
+
+    r = verbs.add_parser("reconstruct", help="reconstruct images")
+    _run_and_input(r)
+    r.add_argument("-o", "--output", required=True, help="a folder (PNGs + grid.png) or a .npy file")
+
+    d = verbs.add_parser("denoise", help="add Gaussian noise to images and denoise them")
+    _run_and_input(d)
+    d.add_argument("--noise-std", type=float, default=None, help="noise std (default: the run's training noise, else 0.5)")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("-o", "--output", required=True, help="a folder (clean|noisy|denoised PNGs + grid.png) or a .npy file")
+
+    s = verbs.add_parser("sample", help="generate new images")
+    s.add_argument("run", metavar="RUN")
+    s.add_argument("-n", type=int, default=64, help="number of samples")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("-o", "--output", required=True, help="samples.png (a grid) or samples.npy")
+
+    i = verbs.add_parser("info", help="describe a run")
+    i.add_argument("run", metavar="RUN")
+    return parser
+
+
+def _run_and_input(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", metavar="RUN", help="a run folder")
+    p.add_argument("input", metavar="INPUT", help="a dataset name (its test split), an image, a folder or a .npy/.npz file")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N images")
+
+
+def _train(args: argparse.Namespace) -> None:
+    from .train import train
+
+    options = {
+        name: getattr(args, name)
+        for name in (
+            "arch", "data", "data_dir", "channels", "image_size", "test_split", "latent_dim", "hidden",
+            "activation", "likelihood", "gaussian_std", "beta", "noise_std", "mask_prob", "salt_pepper",
+            "sparsity", "sparsity_weight", "sparsity_target", "epochs", "batch_size", "lr", "weight_decay", "seed",
+        )
+    }
+    model = train(args.model, out=args.out, resume=args.resume, force=args.force,
+                  progress=not args.quiet, log=None if args.quiet else _err, **options)
+    print(f"run folder: {model.run_dir}")
+
+
+def _err(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _print_result(result: dict) -> None:
+    for key, value in result.items():
+        print(f"{key:18s}{value:.4g}" if isinstance(value, float) else f"{key:18s}{value}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:  # --help, --version, or a usage error already printed as one line
+        return int(exit_.code or 0)
+    try:
+        if args.verb == "train":
+            _train(args)
+            return 0
+        from . import tasks
+        from .checkpoint import load
+
+        model = load(args.run)
+        if args.verb == "info":
+            print(tasks.describe(model))
+        elif args.verb == "encode":
+            _print_result(tasks.encode(model, args.input, args.output, limit=args.limit))
+        elif args.verb == "reconstruct":
+            _print_result(tasks.reconstruct(model, args.input, args.output, limit=args.limit))
+        elif args.verb == "denoise":
+            noise = args.noise_std if args.noise_std is not None else (model.run_config.objective.noise_std or 0.5)
+            _print_result(tasks.denoise(model, args.input, args.output, noise_std=noise, seed=args.seed, limit=args.limit))
+        elif args.verb == "sample":
+            _print_result(tasks.sample(model, args.output, n=args.n, seed=args.seed))
+        return 0
+    except AekitError as err:
+        print(f"aekit: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("aekit: interrupted", file=sys.stderr)
+        return 130
+    except MemoryError:
+        print("aekit: error: out of memory (try a smaller --batch-size or image size)", file=sys.stderr)
+        return 2

@@ -1,0 +1,10 @@
+"""The one error type a user can cause.
+
+Everything raised as :class:`AekitError` is the user's to fix (a missing file,
+a bad option value, a corrupt checkpoint); the CLI prints its message as one
+line and exits with status 2. Anything else is a bug in aekit.
+"""
+
+
+class AekitError(Exception):
+    """A problem with the user's input, files or options, with a message to act on."""

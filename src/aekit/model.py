@@ -1,0 +1,161 @@
+"""The one autoencoder skeleton: encoder -> latent head -> decoder.
+
+Families differ only in their parts (``config.preset``); the objective lives in
+``objectives.py``. High-level helpers (``embed``, ``reconstruct``, ``denoise``,
+``sample``) take images as uint8 or floats in [0, 1] and work in batches without
+gradients.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from .config import ModelConfig
+from .errors import AekitError
+from .latent import GaussianHead, PointHead
+from .nets import build_backbones
+from .objectives import corrupt, mean_image
+
+
+class Autoencoder(nn.Module):
+    """An image autoencoder built from a :class:`ModelConfig`.
+
+    Parameters
+    ----------
+    config : ModelConfig
+        Backbone, image shape and latent.
+
+    Examples
+    --------
+    >>> import torch, aekit
+    >>> model = aekit.Autoencoder(aekit.ModelConfig(latent="gaussian", latent_dim=8))
+    >>> model.embed(torch.zeros(5, 1, 28, 28, dtype=torch.uint8)).shape
+    torch.Size([5, 8])
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder, self.decoder, feature_dim = build_backbones(config)
+        if config.latent == "gaussian":
+            self.head: nn.Module = GaussianHead(feature_dim, config.latent_dim)
+        else:
+            self.head = PointHead(feature_dim, config.latent_dim, config.code_activation)
+        # A Gaussian fitted to the training codes: how a deterministic AE "samples".
+        self.register_buffer("code_mean", torch.zeros(config.latent_dim))
+        self.register_buffer("code_scale_tril", torch.eye(config.latent_dim))
+
+    @property
+    def is_variational(self) -> bool:
+        return self.config.latent == "gaussian"
+
+    def encode(self, x: torch.Tensor):
+        """(B, C, H, W) floats in [0, 1] -> a code distribution over (B, D)."""
+        return self.head(self.encoder(x))
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, D) -> (B, C, H, W) logits; ``mean_image`` maps them to [0, 1]."""
+        return self.decoder(z)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Reconstruction (posterior mode decoded) in [0, 1]."""
+        return mean_image(self.decode(self.encode(x).mode()))
+
+    # ----- high-level helpers: no gradients, batched, images as uint8 or [0, 1] floats -----
+
+    def prepare(self, images) -> torch.Tensor:
+        """Images (numpy or torch; uint8 or floats in [0, 1]; (N, C, H, W)) -> float tensor in [0, 1]."""
+        return _to_unit_float(self._checked(images))
+
+    def _checked(self, images) -> torch.Tensor:
+        x = images if isinstance(images, torch.Tensor) else torch.as_tensor(np.asarray(images))
+        if x.ndim == 3 and self.config.channels == 1:
+            x = x.unsqueeze(1)  # (N, H, W) -> (N, 1, H, W)
+        if x.ndim != 4 or tuple(x.shape[1:]) != self.config.image_shape:
+            raise AekitError(
+                f"images have shape {tuple(x.shape)}; this model takes (N, "
+                f"{', '.join(map(str, self.config.image_shape))})"
+            )
+        return x
+
+    def _batches(self, images, batch_size: int) -> Iterator[torch.Tensor]:
+        x = self._checked(images)
+        for start in range(0, len(x), batch_size):
+            yield _to_unit_float(x[start : start + batch_size])
+
+    @torch.inference_mode()
+    def embed(self, images, batch_size: int = 1024) -> torch.Tensor:
+        """Codes (posterior means for a VAE): (N, C, H, W) -> (N, D)."""
+        self.eval()
+        out = [self.encode(x).mode() for x in self._batches(images, batch_size)]
+        return torch.cat(out) if out else torch.empty(0, self.config.latent_dim)
+
+    @torch.inference_mode()
+    def decode_images(self, codes, batch_size: int = 1024) -> torch.Tensor:
+        """Codes (N, D) -> mean images in [0, 1], (N, C, H, W)."""
+        self.eval()
+        z = torch.as_tensor(np.asarray(codes) if not isinstance(codes, torch.Tensor) else codes).float()
+        if z.ndim != 2 or z.shape[1] != self.config.latent_dim:
+            raise AekitError(f"codes have shape {tuple(z.shape)}; this model takes (N, {self.config.latent_dim})")
+        out = [mean_image(self.decode(chunk)) for chunk in z.split(batch_size)]
+        return torch.cat(out) if out else torch.empty(0, *self.config.image_shape)
+
+    @torch.inference_mode()
+    def reconstruct(self, images, batch_size: int = 1024) -> torch.Tensor:
+        """Decode the code of each image: (N, C, H, W) -> (N, C, H, W) in [0, 1]."""
+        self.eval()
+        out = [self(x) for x in self._batches(images, batch_size)]
+        return torch.cat(out) if out else torch.empty(0, *self.config.image_shape)
+
+    @torch.inference_mode()
+    def denoise(self, images, noise_std: float, seed: int = 0, batch_size: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+        """Add Gaussian noise (clipped to [0, 1]) and reconstruct: returns ``(noisy, denoised)``."""
+        if not noise_std >= 0:
+            raise AekitError(f"noise std must be >= 0 (got {noise_std})")
+        self.eval()
+        generator = torch.Generator().manual_seed(seed)
+        noisy, clean = [], []
+        for x in self._batches(images, batch_size):
+            x_noisy = corrupt(x, noise_std=noise_std, generator=generator)
+            noisy.append(x_noisy)
+            clean.append(self(x_noisy))
+        empty = torch.empty(0, *self.config.image_shape)
+        return (torch.cat(noisy) if noisy else empty), (torch.cat(clean) if clean else empty)
+
+    @torch.inference_mode()
+    def sample(self, n: int, seed: int = 0) -> torch.Tensor:
+        """``n`` new images in [0, 1]: decoded draws from the prior N(0, I) for a VAE, from the
+        Gaussian fitted to the training codes for a deterministic autoencoder."""
+        if n < 1:
+            raise AekitError(f"the number of samples must be >= 1 (got {n})")
+        self.eval()
+        generator = torch.Generator().manual_seed(seed)
+        eps = torch.randn(n, self.config.latent_dim, generator=generator)
+        z = eps if self.is_variational else self.code_mean + eps @ self.code_scale_tril.T
+        if self.config.code_activation == "sigmoid":
+            z = z.clamp(0.0, 1.0)
+        return self.decode_images(z)
+
+    @torch.inference_mode()
+    def fit_code_distribution(self, images, batch_size: int = 1024) -> None:
+        """Fit ``code_mean`` and ``code_scale_tril`` (Cholesky of the covariance) to the codes of ``images``."""
+        codes = self.embed(images, batch_size).double()
+        mean = codes.mean(0)
+        centred = codes - mean
+        cov = centred.T @ centred / max(len(codes) - 1, 1)
+        cov = cov + 1e-6 * torch.eye(len(mean), dtype=cov.dtype) * (1 + cov.diagonal().mean())
+        self.code_mean.copy_(mean.float())
+        self.code_scale_tril.copy_(torch.linalg.cholesky(cov).float())
+
+
+def _to_unit_float(x: torch.Tensor) -> torch.Tensor:
+    if x.dtype == torch.uint8:
+        return x.float().div_(255)
+    x = x.float()
+    if x.numel() and not (torch.isfinite(x).all() and x.min() >= 0 and x.max() <= 1):
+        raise AekitError("float images must be finite and in [0, 1] (uint8 images may be 0..255)")
+    return x

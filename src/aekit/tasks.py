@@ -1,0 +1,185 @@
+"""What the CLI verbs do with a trained model, as library functions.
+
+Each takes a loaded model, an INPUT spec (dataset name, image file, folder or array
+file) and an output path; an output ending in ``.npy`` gets an array of images in
+[0, 1] (N, C, H, W, input order) instead of PNGs.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import checkpoint as ckpt
+from .data import ImageSet, load_images
+from .errors import AekitError
+from .imaging import grid, rows, save_npy, save_png
+from .model import Autoencoder
+
+GRID_MAX = 64
+
+
+def load_inputs(model: Autoencoder, spec: str, *, limit: int | None = None, progress: bool = False) -> ImageSet:
+    """Load INPUT and conform it to the model's channels and size."""
+    c, h, w = model.config.image_shape
+    data_dir = getattr(getattr(model, "run_config", None), "data", None)
+    images = load_images(
+        spec, data_dir=data_dir.data_dir if data_dir else None, channels=c, image_size=(h, w), progress=progress
+    )
+    if limit is not None:
+        if limit < 1:
+            raise AekitError(f"--limit must be >= 1 (got {limit})")
+        images = images.subset(torch.arange(min(limit, len(images))))
+    if len(images) == 0:
+        raise AekitError(f"{spec} holds no images")
+    return images
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Mean over images of the PSNR (dB) between (N, C, H, W) tensors in [0, 1]."""
+    mse = (a - b).pow(2).flatten(1).mean(1).clamp_min(1e-10)
+    return float((10 * torch.log10(1.0 / mse)).mean())
+
+
+def _prepare_out_dir(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise AekitError(f"-o {out} exists and is not a folder (end the name in .npy to write an array)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise AekitError(f"cannot create {out}: {err.strerror or err}") from None
+
+
+def _check_npy_target(out: Path) -> None:
+    if not out.parent.exists():
+        raise AekitError(f"folder {out.parent} does not exist")
+
+
+def encode(model: Autoencoder, spec: str, out: str | Path, *, limit: int | None = None) -> dict:
+    """Save the codes (posterior means) of INPUT as an (N, D) float32 array (.npy) or codes + labels (.npz)."""
+    out = Path(out)
+    if out.suffix not in (".npy", ".npz"):
+        raise AekitError(f"-o {out}: codes are written as .npy (or .npz with labels)")
+    _check_npy_target(out)
+    images = load_inputs(model, spec, limit=limit)
+    codes = model.embed(images.images)
+    if out.suffix == ".npy":
+        save_npy(codes, out)
+    else:
+        buffer = io.BytesIO()
+        arrays = {"codes": codes.numpy()}
+        if images.labels is not None:
+            arrays["labels"] = images.labels.numpy()
+        np.savez(buffer, **arrays)
+        ckpt.atomic_write_bytes(out, buffer.getvalue())
+    return {"images": len(images), "latent_dim": codes.shape[1], "output": str(out)}
+
+
+def reconstruct(model: Autoencoder, spec: str, out: str | Path, *, limit: int | None = None) -> dict:
+    """Reconstruct INPUT: one PNG per image plus ``grid.png`` (inputs over reconstructions), or a .npy array."""
+    out = Path(out)
+    images = load_inputs(model, spec, limit=limit)
+    clean = model.prepare(images.images)
+    recon = model.reconstruct(images.images)
+    if out.suffix == ".npy":
+        _check_npy_target(out)
+        save_npy(recon, out)
+    else:
+        _prepare_out_dir(out)
+        for i, image in enumerate(recon):
+            save_png(image, out / f"{i:05d}.png")
+        k = min(len(recon), GRID_MAX // 2)
+        save_png(_paired_rows(clean[:k], recon[:k]), out / "grid.png", scale=2)
+    mse = float((clean - recon).pow(2).mean())
+    return {"images": len(recon), "mse_per_pixel": mse, "psnr_db": psnr(clean, recon), "output": str(out)}
+
+
+def denoise(model: Autoencoder, spec: str, out: str | Path, *, noise_std: float, seed: int = 0, limit: int | None = None) -> dict:
+    """Add Gaussian noise to INPUT and denoise it: per image a clean | noisy | denoised PNG plus ``grid.png``
+    (three rows), or the denoised images as a .npy array."""
+    out = Path(out)
+    images = load_inputs(model, spec, limit=limit)
+    clean = model.prepare(images.images)
+    noisy, denoised = model.denoise(images.images, noise_std=noise_std, seed=seed)
+    if out.suffix == ".npy":
+        _check_npy_target(out)
+        save_npy(denoised, out)
+    else:
+        _prepare_out_dir(out)
+        for i in range(len(clean)):
+            save_png(grid(torch.stack([clean[i], noisy[i], denoised[i]]), ncol=3, pad=1), out / f"{i:05d}.png")
+        k = min(len(clean), 16)
+        save_png(rows(clean[:k], noisy[:k], denoised[:k]), out / "grid.png", scale=2)
+    return {
+        "images": len(clean),
+        "noise_std": noise_std,
+        "psnr_noisy_db": psnr(noisy, clean),
+        "psnr_denoised_db": psnr(denoised, clean),
+        "output": str(out),
+    }
+
+
+def sample(model: Autoencoder, out: str | Path, *, n: int = 64, seed: int = 0) -> dict:
+    """Draw ``n`` images: from the prior N(0, I) for a VAE, from a Gaussian fitted to the training
+    codes for a deterministic autoencoder. Writes a PNG grid or a .npy array."""
+    out = Path(out)
+    if out.suffix not in (".png", ".npy"):
+        raise AekitError(f"-o {out}: samples are written as .png (a grid) or .npy")
+    _check_npy_target(out)
+    images = model.sample(n, seed=seed)
+    if out.suffix == ".npy":
+        save_npy(images, out)
+    else:
+        save_png(grid(images), out, scale=2)
+    source = (
+        "the prior N(0, I)" if model.is_variational
+        else "a Gaussian fitted to the training codes (a plain autoencoder has no prior: expect poor samples)"
+    )
+    return {"samples": n, "source": source, "output": str(out)}
+
+
+def describe(model: Autoencoder) -> str:
+    """A short human-readable summary of a run."""
+    config = model.run_config
+    m, o, t = config.model, config.objective, config.train
+    n_params = sum(p.numel() for p in model.parameters())
+    lines = [
+        f"family      {config.family} ({'variational' if model.is_variational else 'deterministic'} latent)",
+        f"backbone    {m.arch} {','.join(map(str, m.hidden))}, activation {m.activation}",
+        f"images      {m.channels}x{m.height}x{m.width} from {config.data.data}",
+        f"latent      {m.latent_dim}-d {m.latent}" + (", sigmoid codes" if m.code_activation == "sigmoid" else ""),
+        f"objective   {o.likelihood} likelihood"
+        + (f", beta {o.beta:g}" if model.is_variational else "")
+        + (f", noise std {o.noise_std:g}" if o.noise_std else "")
+        + (f", mask {o.mask_prob:g}" if o.mask_prob else "")
+        + (f", salt-and-pepper {o.salt_pepper:g}" if o.salt_pepper else "")
+        + (f", sparsity {o.sparsity} (weight {o.sparsity_weight:g}, target {o.sparsity_target:g})" if o.sparsity != "none" else ""),
+        f"training    epoch {model.epoch}/{t.epochs}, batch {t.batch_size}, lr {t.lr:g}, seed {t.seed}",
+        f"parameters  {n_params:,}",
+    ]
+    run_dir = getattr(model, "run_dir", None)
+    metrics = ckpt.read_jsonl(Path(run_dir) / ckpt.METRICS) if run_dir else []
+    if metrics:
+        last = metrics[-1]
+        lines.append(
+            f"last epoch  train loss {last['train_loss']:.3f}, test loss {last['test_loss']:.3f}, "
+            f"{last['epoch_seconds']:.1f}s"
+        )
+    return "\n".join(lines)
+
+
+def _paired_rows(top: torch.Tensor, bottom: torch.Tensor, per_row: int = 8) -> torch.Tensor:
+    """Interleave chunks of ``per_row`` images: inputs, then their reconstructions, and so on."""
+    pieces = []
+    for start in range(0, len(top), per_row):
+        pieces += [top[start : start + per_row], bottom[start : start + per_row]]
+    if len(top) > per_row and len(top) % per_row:
+        pad = per_row - len(top) % per_row
+        filler = torch.ones(pad, *top.shape[1:])
+        pieces[-2] = torch.cat([pieces[-2], filler])
+        pieces[-1] = torch.cat([pieces[-1], filler])
+    return grid(torch.cat(pieces), ncol=min(per_row, len(top)))
+

@@ -1,0 +1,159 @@
+"""Checkpoints: safetensors + JSON only, validated on load, written atomically."""
+
+import json
+import pickle
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import aekit
+from aekit import checkpoint as ckpt
+from aekit.errors import AekitError
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ckpt") / "run"
+    splits = aekit.load_dataset("mnist-5k")
+    aekit.train("vae", out=out, epochs=1, hidden=(32,), latent_dim=4, splits=splits, progress=False, log=None)
+    return out
+
+
+@pytest.fixture
+def copy(run_dir, tmp_path):
+    import shutil
+
+    target = tmp_path / "run"
+    shutil.copytree(run_dir, target)
+    return target
+
+
+def test_a_valid_run_loads(run_dir):
+    model = aekit.load(run_dir)
+    assert model.config.latent_dim == 4 and model.epoch == 1 and not model.training
+
+
+def test_truncated_weights_are_refused(copy):
+    data = (copy / "model.safetensors").read_bytes()
+    (copy / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(AekitError, match="not a valid safetensors file"):
+        aekit.load(copy)
+
+
+def test_garbage_weights_are_refused(copy):
+    (copy / "model.safetensors").write_bytes(b"\xff" * 100)
+    with pytest.raises(AekitError, match="not a valid safetensors file"):
+        aekit.load(copy)
+
+
+def test_a_pickle_is_refused_and_never_unpickled(copy, tmp_path):
+    class Boom:
+        def __reduce__(self):
+            return (open, (str(tmp_path / "pwned"), "w"))
+
+    (copy / "model.safetensors").write_bytes(pickle.dumps({"w": Boom()}))
+    with pytest.raises(AekitError, match="pickle"):
+        aekit.load(copy)
+    torch.save({"w": torch.zeros(1)}, copy / "model.safetensors")
+    with pytest.raises(AekitError, match="pickle or torch.save"):
+        aekit.load(copy)
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_a_wrong_shape_tensor_is_refused(copy):
+    tensors, meta = ckpt.read_safetensors(copy / "model.safetensors")
+    name = next(k for k in tensors if k.endswith("weight"))
+    tensors[name] = torch.zeros(3, 3)
+    save_file(tensors, copy / "model.safetensors", metadata=meta)
+    with pytest.raises(AekitError, match=f"tensor {name} is torch.float32 \\(3, 3\\)"):
+        aekit.load(copy)
+
+
+def test_missing_or_extra_tensors_and_nan_are_refused(copy):
+    tensors, meta = ckpt.read_safetensors(copy / "model.safetensors")
+    save_file({**tensors, "extra": torch.zeros(1)}, copy / "model.safetensors", metadata=meta)
+    with pytest.raises(AekitError, match="unexpected"):
+        aekit.load(copy)
+    name = next(iter(tensors))
+    bad = dict(tensors)
+    bad[name] = torch.full_like(tensors[name], float("nan"))
+    save_file(bad, copy / "model.safetensors", metadata=meta)
+    with pytest.raises(AekitError, match="NaN"):
+        aekit.load(copy)
+
+
+def test_foreign_safetensors_and_unknown_versions_are_refused(copy):
+    tensors, meta = ckpt.read_safetensors(copy / "model.safetensors")
+    save_file(tensors, copy / "model.safetensors")  # no aekit stamp
+    with pytest.raises(AekitError, match="not an aekit file"):
+        aekit.load(copy)
+    save_file(tensors, copy / "model.safetensors", metadata={**meta, "format_version": "99"})
+    with pytest.raises(AekitError, match="format version '99'.*upgrade aekit"):
+        aekit.load(copy)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda c: "{not json", "not valid JSON"),
+        (lambda c: json.dumps({**c, "format_version": 2}), "format version 2"),
+        (lambda c: json.dumps({**c, "format": "other"}), "not an aekit file"),
+        (lambda c: json.dumps({**c, "model": {**c["model"], "latent_dim": -1}}), "latent_dim must be >= 1"),
+        (lambda c: json.dumps({**c, "model": {**c["model"], "latent_dim": 5}}), "does not match|is torch.float32"),
+        (lambda c: json.dumps({**c, "extra": 1}), "unknown key"),
+    ],
+)
+def test_bad_configs_are_refused(copy, edit, message):
+    config = json.loads((copy / "config.json").read_text())
+    (copy / "config.json").write_text(edit(config))
+    with pytest.raises(AekitError, match=message):
+        aekit.load(copy)
+
+
+def test_missing_files_are_reported(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(AekitError, match="config.json not found"):
+        aekit.load(tmp_path / "empty")
+    with pytest.raises(AekitError, match="not a folder"):
+        aekit.load(tmp_path / "nope")
+
+
+def test_resume_state_from_another_epoch_is_refused(copy):
+    info = json.loads((copy / "state.json").read_text())
+    info["epoch"] = 5
+    (copy / "state.json").write_text(json.dumps(info))
+    with pytest.raises(AekitError, match="different epochs"):
+        aekit.train(out=copy, resume=True, epochs=6, progress=False, log=None)
+
+
+def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatch):
+    target = tmp_path / "f.bin"
+    target.write_bytes(b"old")
+
+    def fail(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ckpt.os, "replace", fail)
+    with pytest.raises(AekitError, match="No space left"):
+        ckpt.atomic_write_bytes(target, b"new")
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]  # no temp file left behind
+
+
+def test_a_read_only_folder_gives_a_clear_error(tmp_path, monkeypatch):
+    # chmod does not stop root, so make the folder refuse new files the way a read-only mount does
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(ckpt.tempfile, "mkstemp", refuse)
+    with pytest.raises(AekitError, match="cannot write in .*Permission denied"):
+        ckpt.atomic_write_bytes(tmp_path / "x", b"data")
+    assert not (tmp_path / "x").exists()
+
+
+def test_no_pickle_anywhere_in_a_run(run_dir):
+    for path in run_dir.iterdir():
+        head = path.read_bytes()[:2]
+        assert head[:1] != b"\x80" and head != b"PK", path.name
+    assert json.loads((run_dir / "state.json").read_text())["epoch"] == 1

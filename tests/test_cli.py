@@ -1,0 +1,187 @@
+"""Every CLI verb end to end on mnist-5k, and every kind of bad input: one line, exit 2."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from aekit.cli import main
+
+TINY = ["--hidden", "64", "--latent-dim", "8", "--epochs", "1", "--batch-size", "256", "--quiet"]
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code, err, pattern=None):
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("aekit") and "error" in lines[0] and "Traceback" not in err
+    if pattern:
+        assert pattern in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """One tiny trained run per family."""
+    root = tmp_path_factory.mktemp("runs")
+    out = {}
+    for family in ("ae", "dae", "sae", "vae"):
+        arch = "conv" if family == "dae" else "mlp"
+        extra = ["--hidden", "8,16", "--batch-size", "64"] if arch == "conv" else []
+        code = main(["train", "--model", family, "--arch", arch, *TINY, *extra, "--out", str(root / family)])
+        assert code == 0
+        out[family] = root / family
+    return out
+
+
+def test_train_prints_its_run_folder_and_writes_a_run(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(capsys, "train", "--model", "vae", *TINY)
+    assert code == 0
+    assert out.strip() == "run folder: runs/vae-mlp-mnist-5k-1"
+    run_dir = tmp_path / "runs" / "vae-mlp-mnist-5k-1"
+    assert {p.name for p in run_dir.iterdir()} >= {"config.json", "model.safetensors", "state.safetensors", "state.json", "metrics.jsonl"}
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["format"] == "aekit-run" and config["format_version"] == 1
+    assert config["model"]["latent_dim"] == 8 and config["model"]["latent"] == "gaussian"
+    # a second default run gets a new folder instead of overwriting
+    code, out, _ = run(capsys, "train", "--model", "vae", *TINY)
+    assert code == 0 and out.strip().endswith("vae-mlp-mnist-5k-2")
+
+
+def test_train_resume_extends_a_run(capsys, tmp_path):
+    assert run(capsys, "train", "--model", "ae", *TINY, "--out", tmp_path / "r")[0] == 0
+    code, out, err = run(capsys, "train", "--resume", "--epochs", "2", "--out", tmp_path / "r")
+    assert code == 0
+    rows = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+
+
+def test_info(capsys, runs):
+    code, out, _ = run(capsys, "info", runs["sae"])
+    assert code == 0
+    assert "sae" in out and "sigmoid codes" in out and "sparsity kl" in out and "epoch 1/1" in out
+
+
+def test_encode_npy_and_npz(capsys, runs, tmp_path):
+    code, out, _ = run(capsys, "encode", runs["vae"], "mnist-5k", "-o", tmp_path / "codes.npy")
+    assert code == 0
+    codes = np.load(tmp_path / "codes.npy")
+    assert codes.shape == (1000, 8) and codes.dtype == np.float32
+    assert run(capsys, "encode", runs["vae"], "mnist-5k", "--limit", 10, "-o", tmp_path / "c.npz")[0] == 0
+    with np.load(tmp_path / "c.npz") as z:
+        assert z["codes"].shape == (10, 8) and z["labels"].shape == (10,)
+        np.testing.assert_allclose(z["codes"], codes[:10], rtol=1e-5, atol=1e-6)
+
+
+def test_reconstruct_to_pngs_and_to_npy(capsys, runs, tmp_path):
+    code, out, _ = run(capsys, "reconstruct", runs["ae"], "mnist-5k", "--limit", 12, "-o", tmp_path / "rec")
+    assert code == 0 and "psnr_db" in out
+    files = sorted(p.name for p in (tmp_path / "rec").iterdir())
+    assert files == [f"{i:05d}.png" for i in range(12)] + ["grid.png"]
+    assert Image.open(tmp_path / "rec" / "00000.png").size == (28, 28)
+    assert run(capsys, "reconstruct", runs["ae"], "mnist-5k", "--limit", 12, "-o", tmp_path / "rec.npy")[0] == 0
+    array = np.load(tmp_path / "rec.npy")
+    assert array.shape == (12, 1, 28, 28) and 0 <= array.min() and array.max() <= 1
+    png = np.asarray(Image.open(tmp_path / "rec" / "00003.png"), dtype=np.float32) / 255
+    np.testing.assert_allclose(png, array[3, 0], atol=1 / 255 + 1e-6)  # same images, input order
+
+
+def test_reconstruct_a_single_image_file_and_a_folder(capsys, runs, tmp_path):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(3):  # RGB 40x40 inputs are converted to the model's 1x28x28
+        Image.fromarray(np.full((40, 40, 3), 60 * i, np.uint8)).save(folder / f"{i}.png")
+    assert run(capsys, "reconstruct", runs["vae"], folder / "1.png", "-o", tmp_path / "one.npy")[0] == 0
+    assert np.load(tmp_path / "one.npy").shape == (1, 1, 28, 28)
+    assert run(capsys, "reconstruct", runs["vae"], folder, "-o", tmp_path / "three.npy")[0] == 0
+    assert np.load(tmp_path / "three.npy").shape == (3, 1, 28, 28)
+
+
+def test_denoise_writes_clean_noisy_denoised_side_by_side(capsys, runs, tmp_path):
+    code, out, _ = run(capsys, "denoise", runs["dae"], "mnist-5k", "--noise-std", "0.5", "--limit", 5, "-o", tmp_path / "dn")
+    assert code == 0
+    values = dict(line.split(None, 1) for line in out.strip().splitlines())
+    assert float(values["noise_std"]) == 0.5
+    assert float(values["psnr_denoised_db"]) > float(values["psnr_noisy_db"])  # even one epoch of DAE denoises
+    assert Image.open(tmp_path / "dn" / "00000.png").size == (3 * 28 + 4, 28 + 2)
+    assert (tmp_path / "dn" / "grid.png").exists()
+    assert run(capsys, "denoise", runs["dae"], "mnist-5k", "--limit", 5, "-o", tmp_path / "dn.npy")[0] == 0
+    assert np.load(tmp_path / "dn.npy").shape == (5, 1, 28, 28)
+
+
+def test_sample_from_the_prior_and_from_fitted_codes(capsys, runs, tmp_path):
+    code, out, _ = run(capsys, "sample", runs["vae"], "-n", 16, "-o", tmp_path / "s.png")
+    assert code == 0 and "prior N(0, I)" in out
+    assert Image.open(tmp_path / "s.png").size == (2 * (4 * 30 + 2),) * 2
+    code, out, _ = run(capsys, "sample", runs["ae"], "-n", 7, "-o", tmp_path / "s.npy")
+    assert code == 0 and "fitted to the training codes" in out
+    assert np.load(tmp_path / "s.npy").shape == (7, 1, 28, 28)
+
+
+def test_python_dash_m_and_the_console_script_work(tmp_path, runs):
+    result = subprocess.run([sys.executable, "-m", "aekit", "info", str(runs["ae"])], capture_output=True, text=True)
+    assert result.returncode == 0 and "family      ae" in result.stdout
+    result = subprocess.run([sys.executable, "-m", "aekit", "info", str(tmp_path / "nope")], capture_output=True, text=True)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "argv, pattern",
+    [
+        (["train", "--model", "gan"], "invalid choice"),
+        (["train", "--sparsity", "kl", "--model", "vae"], "sparsity kl needs"),
+        (["train", "--data", "no/such/folder"], "no/such/folder"),
+        (["train", "--epochs", "0"], "epochs must be >= 1"),
+        (["train", "--hidden", "a,b"], "comma-separated integers"),
+        (["train", "--noise-std", "-1"], "noise_std must be >= 0"),
+        (["train", "--resume"], "--resume needs the run folder"),
+        (["info", "no/such/run"], "not a folder"),
+        (["sample", "RUN", "-o", "x.jpg"], ".png"),
+        (["sample", "RUN", "-n", "0", "-o", "x.png"], "samples must be >= 1"),
+        (["encode", "RUN", "mnist-5k", "-o", "codes.txt"], ".npy"),
+        (["reconstruct", "RUN", "missing.png", "-o", "out"], "missing.png"),
+        (["denoise", "RUN", "mnist-5k", "--noise-std", "-2", "-o", "x.npy"], "noise std must be >= 0"),
+        (["bogus"], "invalid choice"),
+    ],
+)
+def test_bad_input_gets_one_line_and_exit_2(capsys, runs, tmp_path, monkeypatch, argv, pattern):
+    monkeypatch.chdir(tmp_path)
+    argv = [str(runs["ae"]) if a == "RUN" else a for a in argv]
+    code, out, err = run(capsys, *argv)
+    assert_one_line_error(code, err, pattern)
+
+
+def test_help_exits_0(capsys):
+    code, out, _ = run(capsys, "train", "--help")
+    assert code == 0 and "--noise-std" in out and "--sparsity-target" in out
+
+
+def test_an_existing_run_is_refused_and_left_intact(capsys, runs):
+    before = {p.name: p.read_bytes() for p in runs["sae"].iterdir()}
+    code, _, err = run(capsys, "train", "--model", "vae", *TINY, "--out", runs["sae"])
+    assert_one_line_error(code, err, "already holds a run")
+    assert {p.name: p.read_bytes() for p in runs["sae"].iterdir()} == before
+
+
+def test_wrong_shape_array_input_is_refused(capsys, runs, tmp_path):
+    np.save(tmp_path / "bad.npy", np.zeros((2, 3, 4, 5, 6), np.uint8))
+    code, _, err = run(capsys, "encode", runs["ae"], tmp_path / "bad.npy", "-o", tmp_path / "c.npy")
+    assert_one_line_error(code, err)
+    assert not (tmp_path / "c.npy").exists()
+
+
+def test_truncated_image_is_refused(capsys, runs, tmp_path):
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(tmp_path / "ok.png")
+    data = (tmp_path / "ok.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    code, _, err = run(capsys, "reconstruct", runs["ae"], tmp_path / "cut.png", "-o", tmp_path / "r.npy")
+    assert_one_line_error(code, err, "cut.png")

@@ -1,0 +1,98 @@
+import json
+
+import pytest
+import torch
+
+import aekit
+from aekit import checkpoint as ckpt
+from aekit.errors import AekitError
+
+FAST = dict(hidden=(64,), latent_dim=8, batch_size=200, progress=False, log=None)
+
+
+@pytest.fixture(scope="module")
+def mnist5k():
+    return aekit.load_dataset("mnist-5k")
+
+
+def test_loss_falls_over_a_few_steps_on_mnist5k(mnist5k, tmp_path):
+    for family in ("ae", "dae", "sae", "vae"):
+        model = aekit.train(family, out=tmp_path / family, epochs=3, **FAST, splits=mnist5k)
+        rows = ckpt.read_jsonl(tmp_path / family / "metrics.jsonl")
+        assert [r["epoch"] for r in rows] == [1, 2, 3]
+        assert rows[-1]["train_loss"] < 0.8 * rows[0]["train_loss"], family
+        assert rows[-1]["test_loss"] < rows[0]["test_loss"], family
+        assert all(r["epoch_seconds"] > 0 for r in rows)
+        if family == "vae":
+            assert rows[-1]["test_kl"] > 0
+        assert model.run_dir == tmp_path / family
+
+
+def test_save_then_load_gives_identical_outputs(mnist5k, tmp_path):
+    model = aekit.train("vae", out=tmp_path / "run", epochs=1, **FAST, splits=mnist5k)
+    again = aekit.load(tmp_path / "run")
+    x = mnist5k.test.images[:50]
+    assert torch.equal(model.embed(x), again.embed(x))
+    assert torch.equal(model.reconstruct(x), again.reconstruct(x))
+    assert torch.equal(model.sample(5, seed=1), again.sample(5, seed=1))
+    assert again.run_config == model.run_config
+    assert again.epoch == 1
+
+
+def test_resume_equals_an_uninterrupted_run(mnist5k, tmp_path):
+    # dae + vae: both corruption noise and reparameterisation noise must be restored exactly
+    for family in ("dae", "vae"):
+        full = aekit.train(family, out=tmp_path / f"{family}-full", epochs=3, **FAST, splits=mnist5k)
+        aekit.train(family, out=tmp_path / f"{family}-part", epochs=1, **FAST, splits=mnist5k)
+        resumed = aekit.train(out=tmp_path / f"{family}-part", resume=True, epochs=3,
+                              progress=False, log=None, splits=mnist5k)
+        for (name, a), (_, b) in zip(full.state_dict().items(), resumed.state_dict().items()):
+            assert torch.equal(a, b), (family, name)
+        rows = ckpt.read_jsonl(tmp_path / f"{family}-part" / "metrics.jsonl")
+        assert [r["epoch"] for r in rows] == [1, 2, 3]
+
+
+def test_runs_are_reproducible_from_the_seed(mnist5k, tmp_path):
+    a = aekit.train("sae", out=tmp_path / "a", epochs=1, seed=7, **FAST, splits=mnist5k)
+    b = aekit.train("sae", out=tmp_path / "b", epochs=1, seed=7, **FAST, splits=mnist5k)
+    c = aekit.train("sae", out=tmp_path / "c", epochs=1, seed=8, **FAST, splits=mnist5k)
+    x = mnist5k.test.images[:20]
+    assert torch.equal(a.embed(x), b.embed(x))
+    assert not torch.equal(a.embed(x), c.embed(x))
+
+
+def test_an_existing_run_is_not_overwritten(mnist5k, tmp_path):
+    aekit.train("ae", out=tmp_path / "run", epochs=1, **FAST, splits=mnist5k)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()}
+    with pytest.raises(AekitError, match="already holds a run"):
+        aekit.train("vae", out=tmp_path / "run", epochs=1, **FAST, splits=mnist5k)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()} == before
+    aekit.train("vae", out=tmp_path / "run", epochs=1, force=True, **FAST, splits=mnist5k)
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["family"] == "vae"
+
+
+def test_resume_refuses_changes_other_than_epochs(mnist5k, tmp_path):
+    aekit.train("ae", out=tmp_path / "run", epochs=1, **FAST, splits=mnist5k)
+    with pytest.raises(AekitError, match="cannot change latent_dim"):
+        aekit.train(out=tmp_path / "run", resume=True, latent_dim=4, splits=mnist5k, progress=False, log=None)
+    with pytest.raises(AekitError, match="holds a ae run"):
+        aekit.train("vae", out=tmp_path / "run", resume=True, splits=mnist5k, progress=False, log=None)
+    with pytest.raises(AekitError, match="no training state|not found"):
+        aekit.train(out=tmp_path / "nothing", resume=True, splits=mnist5k, progress=False, log=None)
+
+
+def test_divergence_stops_with_the_step_and_term_and_writes_no_bad_weights(mnist5k, tmp_path):
+    with pytest.raises(AekitError, match=r"diverged at step \d+: the \w+ term is (nan|inf)"):
+        aekit.train("ae", out=tmp_path / "run", epochs=2, lr=1e12, **FAST, splits=mnist5k)
+    assert not (tmp_path / "run" / "model.safetensors").exists()  # nothing non-finite was saved
+    assert (tmp_path / "run" / "config.json").exists()
+
+
+def test_the_readme_python_example_runs(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    code = readme.split("## Python", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "README.md", "exec"), {})
+    assert (tmp_path / "runs" / "readme-vae" / "model.safetensors").exists()

@@ -38,7 +38,7 @@ case "$cmd" in
         ;;
     test)
         setup
-        exec "$VENV/bin/python" -m pytest -q -n "${AEKIT_TEST_WORKERS:-2}" "$@"
+        exec "$VENV/bin/python" -m pytest -q "$@"
         ;;
     aekit)
         setup

@@ -81,6 +81,8 @@ def test_to_uint8_layouts() -> None:
 
     nchw = rng(2).integers(0, 256, (2, 3, 5, 6), dtype=np.uint8)
     assert np.array_equal(to_uint8_images(torch.from_numpy(nchw), source="a").numpy(), nchw)
+    nchw.flags.writeable = False  # no "non-writable array" warning from torch
+    assert np.array_equal(to_uint8_images(nchw, source="a").numpy(), nchw)
 
 
 def test_to_uint8_values() -> None:

@@ -128,7 +128,8 @@ def train(
         order = torch.randperm(n_train, generator=generator)
         batches = order.split(config.train.batch_size)
         bar = tqdm(batches, desc=f"epoch {epoch + 1}/{config.train.epochs}", unit="batch",
-                   disable=not progress, leave=False, file=sys.stderr, dynamic_ncols=True)
+                   disable=None if progress else True,  # None: shown only on a terminal
+                   leave=False, file=sys.stderr, dynamic_ncols=True)
         for index in bar:
             x = splits.train.images[index].float().div_(255)  # uint8 (B, C, H, W) -> [0, 1]
             terms = loss_terms(model, x, config.objective, generator)

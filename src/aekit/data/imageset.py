@@ -207,8 +207,10 @@ def to_uint8_images(
         )
     if n == 0 or h == 0 or w == 0:
         raise AekitError(f"{source}: the array of shape {tuple(array.shape)} holds no pixels")
-    values = _to_uint8_values(array, source)
-    return torch.from_numpy(np.ascontiguousarray(values))
+    values = np.ascontiguousarray(_to_uint8_values(array, source))
+    if not values.flags.writeable:  # e.g. a memory-mapped or buffer-backed array
+        values = values.copy()
+    return torch.from_numpy(values)
 
 
 def convert_channels(images: torch.Tensor, channels: int) -> torch.Tensor:

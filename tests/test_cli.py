@@ -48,7 +48,7 @@ def test_train_prints_its_run_folder_and_writes_a_run(capsys, tmp_path, monkeypa
     assert code == 0
     assert out.strip() == "run folder: runs/vae-mlp-mnist-5k-1"
     run_dir = tmp_path / "runs" / "vae-mlp-mnist-5k-1"
-    assert {p.name for p in run_dir.iterdir()} >= {"config.json", "model.safetensors", "state.safetensors", "state.json", "metrics.jsonl"}
+    assert {p.name for p in run_dir.iterdir()} >= {"config.json", "model.safetensors", "state.safetensors", "metrics.jsonl"}
     config = json.loads((run_dir / "config.json").read_text())
     assert config["format"] == "aekit-run" and config["format_version"] == 1
     assert config["model"]["latent_dim"] == 8 and config["model"]["latent"] == "gaussian"

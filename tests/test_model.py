@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch.distributions import Normal, kl_divergence
 
 from aekit import objectives
-from aekit.config import ObjectiveConfig, preset
+from aekit.config import ModelConfig, ObjectiveConfig, preset
 from aekit.latent import DiagonalGaussian, PointPosterior
 from aekit.model import Autoencoder
 
@@ -110,6 +110,7 @@ class _Spy(torch.nn.Module):
 
     def __init__(self, logits):
         super().__init__()
+        self.config = ModelConfig(latent_dim=2)
         self.logits = logits
         self.seen = None
 

@@ -73,8 +73,11 @@ def test_an_existing_run_is_not_overwritten(mnist5k, tmp_path):
 
 def test_resume_refuses_changes_other_than_epochs(mnist5k, tmp_path):
     aekit.train("ae", out=tmp_path / "run", epochs=1, **FAST, splits=mnist5k)
-    with pytest.raises(AekitError, match="cannot change latent_dim"):
+    with pytest.raises(AekitError, match=r"cannot change latent_dim \(run: 8, given: 4\)"):
         aekit.train(out=tmp_path / "run", resume=True, latent_dim=4, splits=mnist5k, progress=False, log=None)
+    # repeating the original options is fine: rerunning the same command with --resume works
+    again = aekit.train("ae", out=tmp_path / "run", resume=True, epochs=2, **FAST, splits=mnist5k)
+    assert again.epoch == 2
     with pytest.raises(AekitError, match="holds a ae run"):
         aekit.train("vae", out=tmp_path / "run", resume=True, splits=mnist5k, progress=False, log=None)
     with pytest.raises(AekitError, match="no training state|not found"):

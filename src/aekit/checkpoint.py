@@ -4,8 +4,9 @@ A run folder holds
 
 * ``config.json``        -- the RunConfig, with ``format`` and ``format_version``;
 * ``model.safetensors``  -- the model's weights (metadata: format, version, epoch);
-* ``state.safetensors``  -- optimizer tensors and RNG states, for ``--resume``;
-* ``state.json``         -- epoch, step, optimizer hyperparameters;
+* ``state.safetensors``  -- weights, optimizer and RNG states, epoch and step, for ``--resume``
+  (one file, so one atomic rename commits a checkpoint: a crash at any moment leaves the
+  previous one or the new one, never a mix);
 * ``metrics.jsonl``      -- one JSON line per epoch.
 
 Every file is written atomically: a temp file in the same folder, fsync, rename.
@@ -34,7 +35,6 @@ FORMAT_VERSION = 1
 CONFIG = "config.json"
 MODEL = "model.safetensors"
 STATE = "state.safetensors"
-STATE_JSON = "state.json"
 METRICS = "metrics.jsonl"
 MAX_JSON_BYTES = 16 * 1024 * 1024
 
@@ -129,15 +129,21 @@ def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str
         raise AekitError(f"{path} not found: is this an aekit run folder?") from None
     except OSError as err:
         raise AekitError(f"cannot read {path}: {err.strerror or err}") from None
-    if data[:1] == b"\x80" or data[:2] == b"PK":
-        raise AekitError(f"{path} looks like a pickle or torch.save file; aekit loads only safetensors")
     try:
-        tensors = st_load(data)
         header_len = int.from_bytes(data[:8], "little")
+        if len(data) < 8 or data[8:9] != b"{" or 8 + header_len > len(data):
+            raise ValueError("no safetensors header")
         header = json.loads(data[8 : 8 + header_len])
+        tensors = st_load(data)
     except (SafetensorError, ValueError, OverflowError, UnicodeDecodeError) as err:
+        if data[:1] == b"\x80" or data[:4] == b"PK\x03\x04":  # pickle protocol 2+ / torch.save's zip
+            raise AekitError(f"{path} looks like a pickle or torch.save file; aekit loads only safetensors") from None
         raise AekitError(f"{path} is not a valid safetensors file (truncated or corrupt?): {err}") from None
+    if not isinstance(header, dict):
+        raise AekitError(f"{path} is not a valid safetensors file (bad header)")
     metadata = header.get("__metadata__") or {}
+    if not isinstance(metadata, dict):
+        raise AekitError(f"{path} is not a valid safetensors file (bad metadata)")
     return tensors, metadata
 
 
@@ -184,6 +190,15 @@ def load_weights(model: Autoencoder, path: Path) -> int:
     """Load weights into ``model`` after checking every name, shape and dtype; returns the epoch."""
     tensors, meta = read_safetensors(path)
     _check_stamp(meta, path)
+    _load_checked(model, tensors, path)
+    try:
+        return int(meta.get("epoch", 0))
+    except ValueError:
+        raise AekitError(f"{path}: bad epoch stamp {meta.get('epoch')!r}") from None
+
+
+def _load_checked(model: Autoencoder, tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """Load ``tensors`` into ``model`` after checking every name, shape and dtype against it."""
     expected = model.state_dict()
     missing = sorted(set(expected) - set(tensors))
     extra = sorted(set(tensors) - set(expected))
@@ -201,10 +216,6 @@ def load_weights(model: Autoencoder, path: Path) -> int:
         if got.is_floating_point() and not torch.isfinite(got).all():
             raise AekitError(f"{path}: tensor {name} holds NaN or inf")
     model.load_state_dict(tensors)
-    try:
-        return int(meta.get("epoch", 0))
-    except ValueError:
-        raise AekitError(f"{path}: bad epoch stamp {meta.get('epoch')!r}") from None
 
 
 def load(run_dir: str | os.PathLike) -> Autoencoder:
@@ -240,34 +251,60 @@ def load(run_dir: str | os.PathLike) -> Autoencoder:
 # ----- training state, for resume -----
 
 
-def save_state(run_dir: Path, *, epoch: int, step: int, optimizer: torch.optim.Optimizer, generator: torch.Generator) -> None:
+def save_state(
+    run_dir: Path,
+    *,
+    model: Autoencoder,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    epoch: int,
+    step: int,
+    progress: dict[str, Any] | None = None,
+) -> None:
+    """Everything a resume needs in ONE file, committed by one atomic rename.
+
+    ``epoch`` counts completed epochs. ``progress`` describes a partly done epoch (after
+    SIGINT/SIGTERM): the batch reached, the generator state at the epoch's start (to redraw
+    its shuffle) and the running loss sums.
+    """
     opt = optimizer.state_dict()
-    tensors: dict[str, torch.Tensor] = {"rng.generator": generator.get_state(), "rng.torch": torch.get_rng_state()}
+    tensors: dict[str, torch.Tensor] = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
+    tensors["rng.generator"] = generator.get_state()
+    tensors["rng.torch"] = torch.get_rng_state()
     for index, slots in opt["state"].items():
         for key, value in slots.items():
             tensors[f"optim.{index}.{key}"] = torch.as_tensor(value).detach().clone().contiguous()
-    meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "epoch": str(epoch)}
+    progress = dict(progress or {})
+    if "epoch_rng" in progress:
+        tensors["rng.epoch_start"] = progress.pop("epoch_rng")
+    meta = {
+        "format": FORMAT,
+        "format_version": str(FORMAT_VERSION),
+        "epoch": str(epoch),
+        "step": str(step),
+        "param_groups": json.dumps(opt["param_groups"]),
+        "progress": json.dumps(progress),
+    }
     atomic_write_bytes(Path(run_dir) / STATE, st_save(tensors, metadata=meta))
-    atomic_write_json(
-        Path(run_dir) / STATE_JSON,
-        {"format": FORMAT, "format_version": FORMAT_VERSION, "epoch": epoch, "step": step, "param_groups": opt["param_groups"]},
-    )
 
 
-def load_state(run_dir: Path, optimizer: torch.optim.Optimizer, generator: torch.Generator) -> tuple[int, int]:
-    """Restore optimizer and RNG state; returns ``(epoch, step)``."""
-    run_dir = Path(run_dir)
-    info = read_json(run_dir / STATE_JSON, "training state")
-    if not isinstance(info, dict):
-        raise AekitError(f"{run_dir / STATE_JSON} must hold a JSON object")
-    _check_stamp(info, run_dir / STATE_JSON)
-    tensors, meta = read_safetensors(run_dir / STATE)
-    _check_stamp(meta, run_dir / STATE)
-    epoch, step, groups = info.get("epoch"), info.get("step"), info.get("param_groups")
-    if not isinstance(epoch, int) or not isinstance(step, int) or not isinstance(groups, list):
-        raise AekitError(f"{run_dir / STATE_JSON} is missing epoch, step or param_groups")
-    if meta.get("epoch") != str(epoch):
-        raise AekitError(f"{run_dir}: {STATE} and {STATE_JSON} are from different epochs (interrupted save?)")
+def load_state(
+    run_dir: Path, model: Autoencoder, optimizer: torch.optim.Optimizer, generator: torch.Generator
+) -> tuple[int, int, dict[str, Any]]:
+    """Restore weights, optimizer and RNG state; returns ``(epoch, step, progress)``."""
+    path = Path(run_dir) / STATE
+    tensors, meta = read_safetensors(path)
+    _check_stamp(meta, path)
+    try:
+        epoch, step = int(meta["epoch"]), int(meta["step"])
+        groups = json.loads(meta["param_groups"])
+        progress = json.loads(meta.get("progress", "{}"))
+    except (KeyError, ValueError) as err:
+        raise AekitError(f"{path} has a damaged header ({err})") from None
+    if not isinstance(groups, list) or not isinstance(progress, dict):
+        raise AekitError(f"{path} has a damaged header")
+    weights = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+    _load_checked(model, weights, path)
     state: dict[int, dict[str, torch.Tensor]] = {}
     for name, value in tensors.items():
         parts = name.split(".")
@@ -278,5 +315,7 @@ def load_state(run_dir: Path, optimizer: torch.optim.Optimizer, generator: torch
         generator.set_state(tensors["rng.generator"])
         torch.set_rng_state(tensors["rng.torch"])
     except (KeyError, ValueError, RuntimeError, TypeError) as err:
-        raise AekitError(f"{run_dir}: training state does not fit this model/optimizer: {err}") from None
-    return epoch, step
+        raise AekitError(f"{path}: training state does not fit this model/optimizer: {err}") from None
+    if "rng.epoch_start" in tensors:
+        progress["epoch_rng"] = tensors["rng.epoch_start"]
+    return epoch, step, progress

@@ -8,9 +8,10 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from .config import ARCHS, FAMILIES
-from .errors import AekitError
+from .errors import AekitError, Interrupted
 
 EXAMPLES = """examples:
   aekit train --model vae --epochs 10                 # VAE on the embedded 5k MNIST digits
@@ -96,11 +97,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=int, default=None, help="(default 128)")
     t.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 1e-3)")
     t.add_argument("--weight-decay", type=float, default=None, help="(default 0)")
+    t.add_argument("--grad-clip", type=float, default=None, help="clip the gradient norm (default 0: off)")
+    t.add_argument("--compile", choices=("auto", "on", "off"), default=None,
+                   help="torch.compile the loss; auto (default) compiles runs long enough to repay its ~40 s cost")
     t.add_argument("--seed", type=int, default=None, help="(default 0)")
     t.add_argument("--out", default=None, metavar="RUN_DIR", help="run folder (default a new runs/<model>-<arch>-<data>-<n>)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     t.add_argument("--force", action="store_true", help="replace a run already in --out")
     t.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+    t.add_argument("--report", action="store_true", help="evaluate the run and write RUN/report.html at the end")
 
     e = verbs.add_parser("encode", help="save the codes of images (posterior means for a VAE)")
     _run_and_input(e)
@@ -124,13 +129,102 @@ def build_parser() -> argparse.ArgumentParser:
 
     i = verbs.add_parser("info", help="describe a run")
     i.add_argument("run", metavar="RUN")
+
+    x = verbs.add_parser("export", help="export a run to ONNX: encoder.onnx, decoder.onnx, preprocessing.json")
+    x.add_argument("run", metavar="RUN")
+    x.add_argument("--onnx", required=True, metavar="DIR", help="folder for the ONNX files (created if missing)")
+
+    _measure_parsers(verbs)
+    _accept_pretrained(verbs)  # keep last: every verb with a RUN also takes --pretrained NAME
     return parser
+
+
+def _measure_parsers(verbs: argparse._SubParsersAction) -> None:
+    """evaluate, report, compare: they write into run folders, so they take RUN folders only (no --pretrained)."""
+    ev = verbs.add_parser("evaluate", help="measure a run on its test split; writes RUN/metrics.json")
+    rp = verbs.add_parser("report", help="write RUN/report.html: metrics, figures, config in one file")
+    for p in (ev, rp):
+        p.add_argument("run_dir", metavar="RUN", help="a run folder")
+        p.add_argument("--data", default=None, help="evaluate on this dataset instead of the run's")
+        p.add_argument("--data-dir", default=None, help="root of named datasets (default: the run's)")
+        p.add_argument("--iw-samples", type=int, default=None, metavar="K",
+                       help="importance samples per image for a VAE's IW-NLL (default 1000)")
+        p.add_argument("--limit", type=int, default=None, metavar="N", help="use only the first N test images")
+        p.add_argument("--seed", type=int, default=None, help="seed of noise, samples and subsamples (default 0)")
+        p.add_argument("--quiet", action="store_true", help="no progress lines")
+    c = verbs.add_parser("compare", help="metrics of several runs side by side (evaluates runs that lack them)")
+    c.add_argument("run_dirs", metavar="RUN", nargs="+", help="run folders")
+    c.add_argument("-o", "--output", default=None, metavar="TABLE.md",
+                   help="also write the table as Markdown and JSON (TABLE.md and TABLE.json)")
+    c.add_argument("--iw-samples", type=int, default=None, metavar="K", help="for runs evaluated now (default 1000)")
+    c.add_argument("--limit", type=int, default=None, metavar="N", help="for runs evaluated now")
+    c.add_argument("--quiet", action="store_true", help="no progress lines")
+
+
+def _measure(args: argparse.Namespace) -> None:
+    log = None if args.quiet else _err
+    if args.verb == "evaluate":
+        from .evaluate import IW_SAMPLES, evaluate_run, format_table
+
+        metrics = evaluate_run(
+            args.run_dir, data=args.data, data_dir=args.data_dir, limit=args.limit, seed=args.seed or 0,
+            iw_samples=IW_SAMPLES if args.iw_samples is None else args.iw_samples, progress=not args.quiet, log=log,
+        )
+        print(format_table(metrics))
+        print(f"metrics: {Path(args.run_dir) / 'metrics.json'}")
+    elif args.verb == "report":
+        from .report import report
+
+        path = report(args.run_dir, data=args.data, data_dir=args.data_dir, iw_samples=args.iw_samples,
+                      limit=args.limit, seed=args.seed, progress=not args.quiet, log=log)
+        print(f"report: {path}")
+    else:
+        from .compare import compare, to_markdown, write_comparison
+
+        table = compare(args.run_dirs, iw_samples=args.iw_samples, limit=args.limit, progress=not args.quiet, log=log)
+        print(to_markdown(table), end="")
+        if args.output:
+            written = write_comparison(table, args.output)
+            print(f"written: {', '.join(map(str, written))}")
 
 
 def _run_and_input(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", metavar="RUN", help="a run folder")
     p.add_argument("input", metavar="INPUT", help="a dataset name (its test split), an image, a folder or a .npy/.npz file")
     p.add_argument("--limit", type=int, default=None, help="use only the first N images")
+
+
+def _accept_pretrained(verbs: argparse._SubParsersAction) -> None:
+    """Give every verb with a RUN positional a ``--pretrained NAME`` alternative; RUN becomes optional.
+
+    Give RUN and INPUT side by side (``RUN INPUT --limit 5``): once RUN is optional, argparse cannot
+    split them around options. :func:`_load_model` checks that exactly one of the two was given.
+    """
+    from .pretrained import available
+
+    for p in verbs.choices.values():
+        for action in p._actions:
+            if action.dest == "run" and not action.option_strings:
+                action.nargs, action.required, action.default = "?", False, None
+                action.help = (action.help or "a run folder") + " (or give --pretrained NAME instead)"
+                p.add_argument("--pretrained", metavar="NAME", default=None,
+                               help=f"a model shipped with aekit instead of RUN: {', '.join(available())}")
+
+
+def _load_model(args: argparse.Namespace):
+    """The model a verb works on: the run folder RUN, or the shipped model ``--pretrained NAME``."""
+    run, name = getattr(args, "run", None), getattr(args, "pretrained", None)
+    if run is not None and name is not None:
+        raise AekitError(f"give a run folder or --pretrained {name}, not both")
+    if name is not None:
+        from .pretrained import load as load_pretrained
+
+        return load_pretrained(name)
+    if run is None:
+        raise AekitError(f"{args.verb} needs a run folder (RUN) or --pretrained NAME")
+    from .checkpoint import load
+
+    return load(run)
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -142,11 +236,16 @@ def _train(args: argparse.Namespace) -> None:
             "arch", "data", "data_dir", "channels", "image_size", "test_split", "latent_dim", "hidden",
             "activation", "likelihood", "gaussian_std", "beta", "noise_std", "mask_prob", "salt_pepper",
             "sparsity", "sparsity_weight", "sparsity_target", "epochs", "batch_size", "lr", "weight_decay", "seed",
+            "grad_clip", "compile",
         )
     }
     model = train(args.model, out=args.out, resume=args.resume, force=args.force,
                   progress=not args.quiet, log=None if args.quiet else _err, **options)
     print(f"run folder: {model.run_dir}")
+    if args.report:
+        from .report import report
+
+        print(f"report: {report(model.run_dir, progress=not args.quiet, log=None if args.quiet else _err)}")
 
 
 def _err(message: str) -> None:
@@ -167,10 +266,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verb == "train":
             _train(args)
             return 0
+        if args.verb in ("evaluate", "report", "compare"):
+            _measure(args)
+            return 0
         from . import tasks
-        from .checkpoint import load
 
-        model = load(args.run)
+        model = _load_model(args)
         if args.verb == "info":
             print(tasks.describe(model))
         elif args.verb == "encode":
@@ -182,7 +283,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             _print_result(tasks.denoise(model, args.input, args.output, noise_std=noise, seed=args.seed, limit=args.limit))
         elif args.verb == "sample":
             _print_result(tasks.sample(model, args.output, n=args.n, seed=args.seed))
+        elif args.verb == "export":
+            from .export import export_onnx
+
+            _print_result(export_onnx(model, args.onnx))
         return 0
+    except Interrupted as err:
+        print(f"aekit: {err}", file=sys.stderr)
+        return 130
     except AekitError as err:
         print(f"aekit: error: {err}", file=sys.stderr)
         return 2

@@ -145,15 +145,20 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     seed: int = 0
+    grad_clip: float = 0.0  # clip the gradient's global norm to this (0 = off)
+    compile: str = "auto"  # torch.compile the loss: "auto" (when the run is long enough to pay it back) | "on" | "off"
 
     def __post_init__(self) -> None:
         _check_types(self)
+        _choice("compile", self.compile, ("auto", "on", "off"))
         _positive("epochs", self.epochs)
         _positive("batch_size", self.batch_size)
         if not self.lr > 0:
             raise AekitError(f"lr must be > 0 (got {self.lr})")
         if not self.weight_decay >= 0:
             raise AekitError(f"weight_decay must be >= 0 (got {self.weight_decay})")
+        if not self.grad_clip >= 0:
+            raise AekitError(f"grad_clip must be >= 0 (got {self.grad_clip})")
 
 
 @dataclass

@@ -8,3 +8,7 @@ line and exits with status 2. Anything else is a bug in aekit.
 
 class AekitError(Exception):
     """A problem with the user's input, files or options, with a message to act on."""
+
+
+class Interrupted(AekitError):
+    """Training stopped on SIGINT/SIGTERM after saving a checkpoint it can resume from."""

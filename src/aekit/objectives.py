@@ -14,6 +14,42 @@ import torch.nn.functional as F
 from .config import ObjectiveConfig
 
 
+def draw_noise(
+    x: torch.Tensor, config: ObjectiveConfig, latent_dim: int, variational: bool, generator: torch.Generator | None
+) -> dict[str, torch.Tensor]:
+    """All the randomness of one training step, drawn eagerly from ``generator``.
+
+    Keeping it out of the loss lets ``torch.compile`` trace the loss as one graph, and
+    makes a step's randomness a function of the generator state alone (exact resume).
+    """
+    noise: dict[str, torch.Tensor] = {}
+    if config.noise_std > 0:
+        noise["gauss"] = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+    if config.mask_prob > 0:
+        noise["mask"] = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+    if config.salt_pepper > 0:
+        noise["salt_pepper"] = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+    if variational:
+        noise["eps"] = torch.randn(x.shape[0], latent_dim, generator=generator, dtype=x.dtype, device=x.device)
+    return noise
+
+
+def apply_corruption(
+    x: torch.Tensor, noise: dict[str, torch.Tensor], *, noise_std: float, mask_prob: float, salt_pepper: float
+) -> torch.Tensor:
+    """Corrupt clean images with pre-drawn noise (Vincent et al. 2008); clipped to [0, 1]."""
+    out = x
+    if noise_std > 0:
+        out = out + noise_std * noise["gauss"]
+    if mask_prob > 0:
+        out = out * (noise["mask"] >= mask_prob)
+    if salt_pepper > 0:
+        u = noise["salt_pepper"]
+        out = torch.where(u < salt_pepper / 2, 0.0, out)
+        out = torch.where((u >= salt_pepper / 2) & (u < salt_pepper), 1.0, out)
+    return out.clamp(0.0, 1.0) if out is not x else x
+
+
 def corrupt(
     x: torch.Tensor,
     *,
@@ -22,18 +58,10 @@ def corrupt(
     salt_pepper: float = 0.0,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Corrupt clean images for denoising (Vincent et al. 2008); the result is clipped to [0, 1]."""
-    out = x
-    if noise_std > 0:
-        out = out + noise_std * torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-    if mask_prob > 0:
-        keep = torch.rand(x.shape, generator=generator, device=x.device) >= mask_prob
-        out = out * keep
-    if salt_pepper > 0:
-        u = torch.rand(x.shape, generator=generator, device=x.device)
-        out = torch.where(u < salt_pepper / 2, torch.zeros_like(out), out)
-        out = torch.where((u >= salt_pepper / 2) & (u < salt_pepper), torch.ones_like(out), out)
-    return out.clamp(0.0, 1.0) if out is not x else x
+    """Corrupt clean images for denoising; the result is clipped to [0, 1]."""
+    config = ObjectiveConfig(noise_std=noise_std, mask_prob=mask_prob, salt_pepper=salt_pepper)
+    noise = draw_noise(x, config, 0, False, generator)
+    return apply_corruption(x, noise, noise_std=noise_std, mask_prob=mask_prob, salt_pepper=salt_pepper)
 
 
 def reconstruction_nll(logits: torch.Tensor, target: torch.Tensor, likelihood: str, gaussian_std: float) -> torch.Tensor:
@@ -72,23 +100,26 @@ def loss_terms(
     x: torch.Tensor,
     config: ObjectiveConfig,
     generator: torch.Generator | None = None,
-    *,
-    sample: bool = True,
 ) -> dict[str, torch.Tensor]:
     """The loss of a batch of clean images and its terms (batch means, nats per image).
 
     The encoder sees the corrupted image, the likelihood scores the clean one.
     Returns ``{"loss", "recon", "kl", "sparsity"}`` scalars.
     """
-    inputs = corrupt(
-        x,
-        noise_std=config.noise_std,
-        mask_prob=config.mask_prob,
-        salt_pepper=config.salt_pepper,
-        generator=generator,
+    noise = draw_noise(x, config, model.config.latent_dim, model.config.latent == "gaussian", generator)
+    return loss_with_noise(model, x, noise, config)
+
+
+def loss_with_noise(
+    model: torch.nn.Module, x: torch.Tensor, noise: dict[str, torch.Tensor], config: ObjectiveConfig
+) -> dict[str, torch.Tensor]:
+    """:func:`loss_terms` given the step's noise (from :func:`draw_noise`): a pure function, compilable."""
+    inputs = apply_corruption(
+        x, noise, noise_std=config.noise_std, mask_prob=config.mask_prob, salt_pepper=config.salt_pepper
     )
     posterior = model.encode(inputs)
-    z = posterior.sample(generator) if sample else posterior.mode()
+    # Reparameterisation: z = mu + sigma * eps; Kingma & Welling 2013, Sec. 2.4
+    z = posterior.mean + posterior.std * noise["eps"] if "eps" in noise else posterior.mode()
     logits = model.decode(z)
     recon = reconstruction_nll(logits, x, config.likelihood, config.gaussian_std).mean()
     kl = posterior.kl().mean()

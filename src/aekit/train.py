@@ -9,10 +9,14 @@ ends with exactly the weights of an uninterrupted one.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
+import json
 import re
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,12 +28,12 @@ from tqdm import tqdm
 from . import checkpoint as ckpt
 from .config import RunConfig, preset
 from .data import Splits, load_dataset
-from .errors import AekitError
+from .errors import AekitError, Interrupted
 from .model import Autoencoder
-from .objectives import loss_terms
+from .objectives import draw_noise, loss_terms, loss_with_noise
 
 TERMS = ("loss", "recon", "kl", "sparsity")
-RUN_FILES = (ckpt.CONFIG, ckpt.MODEL, ckpt.STATE, ckpt.STATE_JSON, ckpt.METRICS)
+RUN_FILES = (ckpt.CONFIG, ckpt.MODEL, ckpt.STATE, ckpt.METRICS)
 EVAL_SEED = 1234  # fixed corruption/sampling noise for test losses, independent of training
 
 
@@ -106,41 +110,73 @@ def train(
 
     torch.manual_seed(config.train.seed)
     model = Autoencoder(config.model)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay)
+    optimizer = make_optimizer(model, config)
     generator = torch.Generator().manual_seed(config.train.seed)
-    start_epoch, step = 0, 0
-    if resume:
-        weights_epoch = ckpt.load_weights(model, run_dir / ckpt.MODEL)
-        start_epoch, step = ckpt.load_state(run_dir, optimizer, generator)
-        if weights_epoch != start_epoch:
-            raise AekitError(f"{run_dir}: weights are from epoch {weights_epoch}, training state from {start_epoch}")
-        log(f"resuming {run_dir} at epoch {start_epoch + 1}/{config.train.epochs}")
-    else:
-        ckpt.save_config(run_dir, config)
-    if resume:
-        ckpt.save_config(run_dir, config)  # records a raised epoch count
+    start_epoch, step, partial = 0, 0, {}
+    if resume and (run_dir / ckpt.STATE).exists():
+        start_epoch, step, saved = ckpt.load_state(run_dir, model, optimizer, generator)
+        partial = saved if "batch" in saved else {}  # a mid-epoch checkpoint (SIGINT/SIGTERM)
+        where = f"epoch {start_epoch + 1}" + (f", batch {partial['batch'] + 1}" if partial else "")
+        log(f"resuming {run_dir} at {where} of {config.train.epochs}")
+        _drop_metrics_after(run_dir, start_epoch)
+    elif resume:  # killed before the first checkpoint: the seed fully determines the start
+        log(f"{run_dir} has no checkpoint yet: starting it from the beginning")
+    ckpt.save_config(run_dir, config)  # on resume, records a raised epoch count
 
+    with StopSignals() as stop:
+        _fit(model, optimizer, generator, config, splits, run_dir,
+             start_epoch=start_epoch, step=step, partial=partial, progress=progress, log=log, stop=stop)
+
+    model.eval()
+    model.run_dir = run_dir
+    model.run_config = config
+    model.epoch = config.train.epochs
+    return model
+
+
+def _fit(model, optimizer, generator, config: RunConfig, splits: Splits, run_dir: Path, *,
+         start_epoch: int, step: int, partial: dict, progress: bool, log, stop: StopSignals) -> None:
+    """The epoch loop. A checkpoint after every epoch; on SIGINT/SIGTERM one mid-epoch checkpoint, then stop."""
     n_train = len(splits.train)
+    step_fn = TrainStep(model, optimizer, config, use_compile=_should_compile(config, n_train), log=log)
     for epoch in range(start_epoch, config.train.epochs):
         t0 = time.perf_counter()
         model.train()
-        sums = dict.fromkeys(TERMS, 0.0)
-        order = torch.randperm(n_train, generator=generator)
+        if partial:  # resume inside this epoch: redraw its shuffle from the epoch's starting RNG state
+            resume_state = generator.get_state()
+            generator.set_state(partial["epoch_rng"])
+            epoch_rng = generator.get_state()
+            order = torch.randperm(n_train, generator=generator)
+            generator.set_state(resume_state)
+            first, sums = partial["batch"], torch.tensor(partial["sums"], dtype=torch.float64)
+            partial = {}
+        else:
+            epoch_rng = generator.get_state()
+            order = torch.randperm(n_train, generator=generator)
+            first, sums = 0, torch.zeros(len(TERMS), dtype=torch.float64)
         batches = order.split(config.train.batch_size)
-        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{config.train.epochs}", unit="batch",
+        bar = tqdm(total=len(batches), initial=first, desc=f"epoch {epoch + 1}/{config.train.epochs}", unit="batch",
                    disable=None if progress else True,  # None: shown only on a terminal
                    leave=False, file=sys.stderr, dynamic_ncols=True)
-        for index in bar:
+        for i in range(first, len(batches)):
+            index = batches[i]
             x = splits.train.images[index].float().div_(255)  # uint8 (B, C, H, W) -> [0, 1]
-            terms = loss_terms(model, x, config.objective, generator)
-            _check_finite(terms, step)
-            optimizer.zero_grad(set_to_none=True)
-            terms["loss"].backward()
-            optimizer.step()
+            terms = step_fn(x, generator, step)  # (4,) detached: loss, recon, kl, sparsity
+            sums += terms * len(index)
             step += 1
-            for name in TERMS:
-                sums[name] += terms[name].item() * len(index)
-            bar.set_postfix(loss=f"{terms['loss'].item():.2f}")
+            bar.update()
+            if i % 20 == 0:
+                bar.set_postfix(loss=f"{terms[0].item():.2f}")
+            if stop.requested and i + 1 < len(batches):
+                bar.close()
+                progress_state = {"batch": i + 1, "sums": sums.tolist(), "epoch_rng": epoch_rng}
+                ckpt.save_state(run_dir, model=model, optimizer=optimizer, generator=generator,
+                                epoch=epoch, step=step, progress=progress_state)
+                raise Interrupted(
+                    f"stopped by {stop.requested} at epoch {epoch + 1}, batch {i + 1}/{len(batches)}; "
+                    f"saved: continue with --resume --out {run_dir}"
+                )
+        bar.close()
         train_seconds = time.perf_counter() - t0
 
         test = evaluate_losses(model, splits.test.images, config)
@@ -150,21 +186,58 @@ def train(
         row = {
             "epoch": epoch + 1,
             "step": step,
-            **{f"train_{k}": v / n_train for k, v in sums.items()},
+            **{f"train_{k}": v / n_train for k, v in zip(TERMS, sums.tolist())},
             **{f"test_{k}": v for k, v in test.items()},
             "epoch_seconds": round(epoch_seconds, 4),
             "train_images_per_second": round(n_train / train_seconds, 1),
+            "compiled": step_fn.compiled,
         }
+        # Order matters for crash safety: the user-facing weights, then the resume state (one atomic
+        # rename commits the epoch), then the metrics line (re-derived on resume if a crash lost it).
         ckpt.save_model(run_dir, model, epoch + 1)
-        ckpt.save_state(run_dir, epoch=epoch + 1, step=step, optimizer=optimizer, generator=generator)
+        ckpt.save_state(run_dir, model=model, optimizer=optimizer, generator=generator,
+                        epoch=epoch + 1, step=step, progress={"row": row})
         ckpt.append_jsonl(run_dir / ckpt.METRICS, row)
         log(_summary(row, config.train.epochs))
+        if stop.requested and epoch + 1 < config.train.epochs:
+            raise Interrupted(f"stopped by {stop.requested} after epoch {epoch + 1}; "
+                              f"saved: continue with --resume --out {run_dir}")
 
-    model.eval()
-    model.run_dir = run_dir
-    model.run_config = config
-    model.epoch = config.train.epochs
-    return model
+
+class StopSignals:
+    """While training, SIGINT and SIGTERM ask for a clean stop (checkpoint, then exit); a second SIGINT
+    interrupts at once. Only in the main thread; elsewhere this does nothing."""
+
+    def __init__(self) -> None:
+        self.requested: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = signal.Signals(signum).name
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _drop_metrics_after(run_dir: Path, epoch: int) -> None:
+    """Make metrics.jsonl agree with the checkpoint: drop lines past it, restore the committed epoch's line."""
+    path = run_dir / ckpt.METRICS
+    rows = [r for r in ckpt.read_jsonl(path) if isinstance(r, dict) and r.get("epoch", 0) <= epoch]
+    if epoch and not any(r.get("epoch") == epoch for r in rows):
+        _, meta = ckpt.read_safetensors(run_dir / ckpt.STATE)
+        row = json.loads(meta.get("progress", "{}")).get("row")
+        if row:
+            rows.append(row)
+    ckpt.atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in rows).encode())
 
 
 @torch.inference_mode()
@@ -181,13 +254,67 @@ def evaluate_losses(model: Autoencoder, images: torch.Tensor, config: RunConfig,
     return {k: v / max(len(images), 1) for k, v in sums.items()}
 
 
-def _check_finite(terms: dict[str, torch.Tensor], step: int) -> None:
-    for name in TERMS:
-        if not math.isfinite(terms[name].item()):
+AUTO_COMPILE_IMAGES = 3_000_000  # images per run above which compiling pays back its one-off cost here
+
+
+def _should_compile(config: RunConfig, n_train: int) -> bool:
+    """Decided from the configured workload alone (never from timings), so a resumed run compiles iff
+    the uninterrupted one did and both take the same numerical path."""
+    if config.train.compile != "auto":
+        return config.train.compile == "on"
+    return config.train.epochs * n_train >= AUTO_COMPILE_IMAGES
+
+
+class TrainStep:
+    """One optimisation step: draw the step's noise, loss, backward, (fused) Adam update.
+
+    With ``use_compile`` the loss is ``torch.compile``-d for full batches (the last, smaller
+    batch of an epoch runs eagerly, so it never triggers a recompile). If compilation fails
+    (no C++ compiler, unsupported platform) training goes on eagerly with a warning.
+    """
+
+    def __init__(self, model: Autoencoder, optimizer: torch.optim.Optimizer, config: RunConfig,
+                 *, use_compile: bool, log: Callable[[str], None]) -> None:
+        self.model, self.optimizer, self.config, self.log = model, optimizer, config, log
+        self.eager = functools.partial(loss_with_noise, model, config=config.objective)
+        self.compiled_fn = torch.compile(self.eager) if use_compile else None
+        self.compiled = use_compile
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator, step: int) -> torch.Tensor:
+        noise = draw_noise(x, self.config.objective, self.config.model.latent_dim, self.model.is_variational, generator)
+        fn = self.eager
+        if self.compiled_fn is not None and len(x) == self.config.train.batch_size:
+            fn = self.compiled_fn
+        try:
+            terms = fn(x, noise)
+        except Exception as err:  # noqa: BLE001 - inductor raises many types when it cannot build
+            if fn is self.eager:
+                raise
+            self.log(f"warning: torch.compile failed ({type(err).__name__}); training without it")
+            self.compiled_fn, self.compiled = None, False
+            terms = self.eager(x, noise)
+        stacked = torch.stack([terms[name].detach() for name in TERMS])
+        if not torch.isfinite(stacked).all():
+            bad = next(name for name, value in zip(TERMS, stacked.tolist()) if not math.isfinite(value))
             raise AekitError(
-                f"training diverged at step {step + 1}: the {name} term is {terms[name].item()} "
-                "(try a lower --lr); the last checkpoint is kept"
+                f"training diverged at step {step + 1}: the {bad} term is {terms[bad].item()} "
+                "(try a lower --lr or --grad-clip); the last checkpoint is kept"
             )
+        self.optimizer.zero_grad(set_to_none=True)
+        terms["loss"].backward()
+        if self.config.train.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.train.grad_clip)
+        self.optimizer.step()
+        return stacked
+
+
+def make_optimizer(model: Autoencoder, config: RunConfig) -> torch.optim.Optimizer:
+    """Adam; the fused kernel (one pass over all parameters) where this PyTorch has it."""
+    kwargs = {"lr": config.train.lr, "weight_decay": config.train.weight_decay}
+    try:
+        return torch.optim.Adam(model.parameters(), fused=True, **kwargs)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.Adam(model.parameters(), **kwargs)
 
 
 def _summary(row: dict, epochs: int) -> str:
@@ -227,16 +354,26 @@ def _claim_run_dir(run_dir: Path, force: bool) -> None:
 
 
 def _resume_config(run_dir: Path, family: Any, options: dict[str, Any]) -> RunConfig:
+    """The run's saved config; options may repeat its values (rerunning the same command with
+    --resume works) and may raise ``epochs``, but may not change anything else."""
     config = ckpt.load_config(run_dir)
-    if not (run_dir / ckpt.STATE_JSON).exists():
-        raise AekitError(f"{run_dir} has no training state to resume from")
-    changed = {k: v for k, v in options.items() if v is not None and k != "epochs"}
-    if changed:
-        raise AekitError(f"cannot change {', '.join(sorted(changed))} when resuming; only --epochs")
     if isinstance(family, RunConfig):
         raise AekitError("resume takes the run's saved config; pass only epochs")
     if family is not None and family != config.family:
         raise AekitError(f"{run_dir} holds a {config.family} run, not {family}")
+    saved = {}
+    for part in (config.model, config.objective, config.data, config.train):
+        saved.update(dataclasses.asdict(part))
+    changed = []
+    for name, value in options.items():
+        if value is None or name == "epochs":
+            continue
+        if name not in saved:
+            raise AekitError(f"unknown option: {name}")
+        if (tuple(value) if isinstance(value, list) else value) != saved[name]:
+            changed.append(f"{name} (run: {saved[name]!r}, given: {value!r})")
+    if changed:
+        raise AekitError(f"cannot change {', '.join(changed)} when resuming; only --epochs")
     if options.get("epochs") is not None:
         config.train = dataclasses.replace(config.train, epochs=options["epochs"])
     return config

@@ -1,0 +1,210 @@
+"""Fuzz the loaders a stranger's file reaches: IDX parser, image folder, array file, checkpoint.
+
+    python bench/fuzz.py                 # 2,500 mutated inputs per loader (10,000 in all)
+    python bench/fuzz.py --per-target 500
+
+Each input is a valid seed file with random mutations (bit flips, overwritten bytes, truncation,
+inserted garbage, header fields set to extreme values). Every one must either load or raise
+``AekitError``; anything else is a bug and is printed with the seed that reproduces it.
+Writes ``bench/results/fuzz.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import io
+import json
+import random
+import struct
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+
+
+def mutate(data: bytes, rng: random.Random) -> bytes:
+    """One to four random mutations of ``data``."""
+    out = bytearray(data)
+    for _ in range(rng.randint(1, 4)):
+        op = rng.randrange(6)
+        if op == 0 and out:  # flip a bit
+            i = rng.randrange(len(out))
+            out[i] ^= 1 << rng.randrange(8)
+        elif op == 1 and out:  # overwrite a run of bytes
+            i = rng.randrange(len(out))
+            for j in range(i, min(len(out), i + rng.randint(1, 16))):
+                out[j] = rng.randrange(256)
+        elif op == 2:  # truncate
+            out = out[: rng.randrange(len(out) + 1)]
+        elif op == 3:  # insert garbage
+            i = rng.randrange(len(out) + 1)
+            out[i:i] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 32)))
+        elif op == 4 and len(out) >= 8:  # an extreme 4- or 8-byte integer somewhere in the first 64 bytes
+            i = rng.randrange(min(len(out) - 4, 64))
+            value = rng.choice([0, 1, 0x7FFFFFFF, 0xFFFFFFFF, 0x80000000, 2**31 - 1])
+            out[i : i + 4] = value.to_bytes(4, rng.choice(["big", "little"]))
+        elif op == 5 and out:  # duplicate a slice
+            i = rng.randrange(len(out))
+            out[i:i] = out[i : i + rng.randint(1, 64)]
+    return bytes(out)
+
+
+# ----- seeds and targets: each target writes the mutated bytes where its loader reads them -----
+
+
+def _idx_seed() -> bytes:
+    images = np.random.default_rng(0).integers(0, 256, (6, 5, 4), dtype=np.uint8)
+    raw = struct.pack(">BBBB3I", 0, 0, 8, 3, 6, 5, 4) + images.tobytes()
+    return raw
+
+
+def target_idx(work: Path) -> tuple[bytes, Callable[[bytes], None]]:
+    from aekit.data.sources import read_idx
+
+    def run(data: bytes) -> None:
+        gz = data[:2] == b"\x1f\x8b"
+        path = work / ("f.idx.gz" if gz else "f.idx")
+        path.write_bytes(data)
+        read_idx(path, 3)
+
+    return _idx_seed(), run
+
+
+def target_idx_gz(work: Path) -> tuple[bytes, Callable[[bytes], None]]:
+    seed, run = target_idx(work)
+    return gzip.compress(seed, mtime=0), run
+
+
+def target_image_folder(work: Path) -> tuple[bytes, Callable[[bytes], None]]:
+    from PIL import Image
+
+    from aekit.data import load_images
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (12, 10, 3), dtype=np.uint8)).save(buffer, "PNG")
+    folder = work / "images"
+    folder.mkdir(exist_ok=True)
+
+    def run(data: bytes) -> None:
+        (folder / "a.png").write_bytes(data)
+        load_images(str(folder), image_size=(8, 8))
+
+    return buffer.getvalue(), run
+
+
+def target_array(work: Path) -> tuple[bytes, Callable[[bytes], None]]:
+    from aekit.data import load_dataset
+
+    buffer = io.BytesIO()
+    np.savez(buffer, x_train=np.zeros((4, 6, 6), np.uint8), x_test=np.ones((2, 6, 6), np.uint8))
+
+    def run(data: bytes) -> None:
+        suffix = ".npy" if data[:6] == b"\x93NUMPY" else ".npz"
+        path = work / f"arr{suffix}"
+        path.write_bytes(data)
+        load_dataset(str(path))
+
+    return buffer.getvalue(), run
+
+
+def target_checkpoint(work: Path) -> tuple[bytes, Callable[[bytes], None]]:
+    import shutil
+
+    import torch
+
+    import aekit
+
+    seed_run = work / "seed-run"
+    if not seed_run.exists():
+        images = torch.randint(0, 256, (40, 1, 6, 6), dtype=torch.uint8)
+        splits = aekit.Splits(aekit.ImageSet(images[:30], None, "t"), aekit.ImageSet(images[30:], None, "v"))
+        aekit.train("vae", out=seed_run, epochs=1, hidden=(8,), latent_dim=2, splits=splits, progress=False, log=None)
+    run_dir = work / "run"
+    shutil.copytree(seed_run, run_dir, dirs_exist_ok=True)
+    model_bytes = (seed_run / "model.safetensors").read_bytes()
+    config_bytes = (seed_run / "config.json").read_bytes()
+    # the seed is both files, separated so one mutation stream covers either
+    marker = b"\n--aekit-fuzz--\n"
+
+    def run(data: bytes) -> None:
+        model, _, config = data.partition(marker)
+        (run_dir / "model.safetensors").write_bytes(model)
+        (run_dir / "config.json").write_bytes(config or config_bytes)
+        aekit.load(run_dir)
+
+    return model_bytes + marker + config_bytes, run
+
+
+TARGETS = {
+    "idx": target_idx,
+    "idx_gz": target_idx_gz,
+    "image_folder": target_image_folder,
+    "array": target_array,
+    "checkpoint": target_checkpoint,
+}
+
+
+def fuzz(name: str, n: int, seed: int = 0, log=print) -> dict:
+    """Run ``n`` mutated inputs through one target; count loads, AekitErrors and anything else."""
+    import warnings
+
+    from aekit.errors import AekitError
+
+    warnings.simplefilter("ignore")
+    counts = {"inputs": 0, "loaded": 0, "aekit_error": 0, "other": 0}
+    failures: list[str] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        seed_bytes, run = TARGETS[name](Path(tmp))
+        run(seed_bytes)  # the unmutated seed must load
+        for i in range(n):
+            rng = random.Random(f"{seed}-{name}-{i}")
+            data = mutate(seed_bytes, rng)
+            counts["inputs"] += 1
+            try:
+                run(data)
+                counts["loaded"] += 1
+            except AekitError as err:
+                counts["aekit_error"] += 1
+                message = str(err)
+                if not message or "\n" in message:
+                    counts["other"] += 1
+                    failures.append(f"{name} #{i}: AekitError message not one line: {message!r}")
+            except Exception as err:  # noqa: BLE001 - this is what the fuzzer looks for
+                counts["other"] += 1
+                failures.append(f"{name} #{i}: {type(err).__name__}: {err}"[:300])
+    for failure in failures[:10]:
+        log("  " + failure)
+    return {**counts, "failures": failures[:50]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--per-target", type=int, default=2000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=str(HERE / "results" / "fuzz.json"))
+    args = parser.parse_args()
+    results = {}
+    t0 = time.perf_counter()
+    for name in TARGETS:
+        t = time.perf_counter()
+        results[name] = fuzz(name, args.per_target, args.seed)
+        r = results[name]
+        print(f"{name:13s} {r['inputs']:6d} inputs: {r['loaded']:5d} loaded, {r['aekit_error']:5d} AekitError, "
+              f"{r['other']:3d} other  ({time.perf_counter() - t:.0f} s)", flush=True)
+    total = {k: sum(r[k] for r in results.values()) for k in ("inputs", "loaded", "aekit_error", "other")}
+    summary = {"date": time.strftime("%Y-%m-%d"), "seconds": round(time.perf_counter() - t0, 1), "total": total,
+               "targets": results}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"total: {total['inputs']} inputs, {total['other']} uncaught -> {'PASS' if total['other'] == 0 else 'FAIL'}")
+    sys.exit(0 if total["other"] == 0 else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -185,3 +185,14 @@ def test_truncated_image_is_refused(capsys, runs, tmp_path):
     (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
     code, _, err = run(capsys, "reconstruct", runs["ae"], tmp_path / "cut.png", "-o", tmp_path / "r.npy")
     assert_one_line_error(code, err, "cut.png")
+
+
+def test_float_0_255_arrays_are_rescaled_with_a_one_line_warning(capsys, runs, tmp_path):
+    images = np.random.default_rng(0).integers(0, 256, (3, 28, 28)).astype(np.float32)  # 0..255 floats
+    np.save(tmp_path / "f.npy", images)
+    code, _, err = run(capsys, "reconstruct", runs["ae"], tmp_path / "f.npy", "-o", tmp_path / "r.npy")
+    assert code == 0
+    assert err.strip().startswith("aekit: warning: ") and "0..255" in err and err.strip().count("\n") == 0
+    np.save(tmp_path / "u.npy", images.astype(np.uint8))
+    assert run(capsys, "reconstruct", runs["ae"], tmp_path / "u.npy", "-o", tmp_path / "u_r.npy")[0] == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "r.npy"), np.load(tmp_path / "u_r.npy"))  # same images

@@ -7,10 +7,13 @@
 
 __version__ = "0.1.0"
 
+from . import pretrained  # callable: aekit.pretrained("mnist-vae")
 from .checkpoint import load
 from .config import DataConfig, ModelConfig, ObjectiveConfig, RunConfig, TrainConfig, preset
 from .data import ImageSet, Splits, load_dataset, load_images
 from .errors import AekitError
+from .evaluate import evaluate
+from .export import export_onnx
 from .model import Autoencoder
 from .train import train
 
@@ -25,9 +28,12 @@ __all__ = [
     "Splits",
     "TrainConfig",
     "__version__",
+    "evaluate",
+    "export_onnx",
     "load",
     "load_dataset",
     "load_images",
     "preset",
+    "pretrained",
     "train",
 ]

@@ -19,6 +19,7 @@ EXAMPLES = """examples:
   aekit train --model sae --data photos/ --channels 3 --image-size 32,32
   aekit sample runs/vae-mlp-mnist-5k-1 -n 64 -o samples.png
   aekit denoise runs/dae-conv-mnist-1 mnist --noise-std 0.5 --limit 32 -o denoised/
+  aekit report runs/vae-mlp-mnist-5k-1                # metrics + figures in runs/.../report.html
 """
 
 
@@ -257,7 +258,14 @@ def _print_result(result: dict) -> None:
         print(f"{key:18s}{value:.4g}" if isinstance(value, float) else f"{key:18s}{value}")
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"aekit: warning: {message}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    import warnings
+
+    warnings.showwarning = _show_warning  # one line, no source excerpt
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exit_:  # --help, --version, or a usage error already printed as one line

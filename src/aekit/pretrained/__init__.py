@@ -1,0 +1,140 @@
+"""Small pretrained models shipped inside the package: they load offline, right after install.
+
+Each model is a normal run folder (``config.json`` + ``model.safetensors`` + ``metrics.jsonl``)
+plus a ``card.json`` that records how it was made (command, seed, data, options) and the test
+metrics measured at creation. ``bench/make_pretrained.py`` (re)creates them all.
+
+``aekit.pretrained`` is this module and is also callable: ``aekit.pretrained("mnist-vae")`` is
+``aekit.pretrained.load("mnist-vae")``.
+
+Examples
+--------
+>>> import aekit
+>>> aekit.pretrained.available()[:2]
+['fashion-mnist-ae', 'fashion-mnist-dae']
+>>> model = aekit.pretrained("mnist-vae")
+>>> model.card["metrics"]["psnr_db"] > 10
+True
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import sys
+import tempfile
+import types
+from collections.abc import Iterator
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from ..errors import AekitError
+
+CARD = "card.json"
+#: The files of a shipped model folder (a run folder without its resume state, plus the card).
+FILES = ("config.json", "model.safetensors", "metrics.jsonl", CARD)
+DENOISE_STD = 0.5  # noise of the denoising metrics recorded in every card
+
+
+def available() -> list[str]:
+    """Names of the shipped models, sorted: ``<data>-<family>``, e.g. ``"mnist-vae"``."""
+    root = resources.files(__name__)
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and (p / "config.json").is_file())
+
+
+def card(name: str) -> dict[str, Any]:
+    """The model card of ``name``: command, seed, data, options and the metrics recorded at creation."""
+    text = (_folder(name) / CARD).read_text(encoding="utf-8")
+    return json.loads(text)
+
+
+def load(name: str):
+    """Load a shipped model by name.
+
+    Parameters
+    ----------
+    name : str
+        One of :func:`available`, e.g. ``"mnist-vae"`` or ``"fashion-mnist-dae"``.
+
+    Returns
+    -------
+    Autoencoder
+        In eval mode, with ``run_config``, ``card`` (a dict) and ``pretrained`` (the name).
+
+    Raises
+    ------
+    AekitError
+        If ``name`` is not a shipped model (the message lists the names).
+    """
+    from ..checkpoint import load as load_run
+
+    folder = _folder(name)
+    with _as_path(folder) as path:
+        model = load_run(path)
+    model.card = card(name)
+    model.pretrained = name
+    return model
+
+
+@contextlib.contextmanager
+def _as_path(folder) -> Iterator[Path]:
+    """A real folder for a package resource (it already is one unless aekit is imported from a zip)."""
+    if isinstance(folder, Path):
+        yield folder
+        return
+    with tempfile.TemporaryDirectory(prefix="aekit-pretrained-") as tmp:
+        for name in FILES:
+            if (folder / name).is_file():
+                (Path(tmp) / name).write_bytes((folder / name).read_bytes())
+        yield Path(tmp)
+
+
+def _folder(name: str):
+    names = available()
+    if not isinstance(name, str) or name not in names:
+        raise AekitError(f"unknown pretrained model {name!r}; available: {', '.join(names) or 'none'}")
+    return resources.files(__name__) / name
+
+
+def measure(model, images, *, noise_std: float = DENOISE_STD) -> dict[str, float]:
+    """The metrics a card records, on uint8 ``images`` (N, C, H, W); deterministic.
+
+    ``loss``/``recon``/``kl``/``sparsity``: mean test loss terms in nats per image (fixed-seed noise, as
+    in training); ``mse_per_pixel``/``psnr_db``: reconstruction error of the clean images;
+    ``psnr_noisy_db``/``psnr_denoised_db``: Gaussian noise of std ``noise_std`` (seed 0), then denoised.
+    """
+    from ..tasks import psnr
+    from ..train import evaluate_losses
+
+    losses = evaluate_losses(model, images, model.run_config)
+    clean = model.prepare(images)
+    recon = model.reconstruct(images)
+    noisy, denoised = model.denoise(images, noise_std=noise_std, seed=0)
+    return {
+        "images": len(images),
+        **losses,
+        "mse_per_pixel": float((clean - recon).pow(2).mean()),
+        "psnr_db": psnr(clean, recon),
+        "denoise_noise_std": noise_std,
+        "psnr_noisy_db": psnr(noisy, clean),
+        "psnr_denoised_db": psnr(denoised, clean),
+    }
+
+
+def copy_run(run_dir: Path, dest: Path, card_data: dict[str, Any]) -> None:
+    """Make ``dest`` a shipped model folder from a finished run (used by ``bench/make_pretrained.py``)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in FILES[:-1]:
+        shutil.copyfile(Path(run_dir) / name, dest / name)  # plain copies: mode 0644 like any package file
+    (dest / CARD).write_text(json.dumps(card_data, indent=2) + "\n", encoding="utf-8")
+
+
+class _CallableModule(types.ModuleType):
+    def __call__(self, name: str):
+        return load(name)
+
+
+# ``aekit.pretrained("mnist-vae")``: a module cannot be called unless its class says so.
+sys.modules[__name__].__class__ = _CallableModule

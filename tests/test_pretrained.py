@@ -1,0 +1,128 @@
+"""The shipped pretrained models: they load offline, their cards' metrics recompute, and --pretrained works."""
+
+import fnmatch
+import json
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import aekit
+from aekit.cli import main
+from aekit.data import load_images
+
+NAMES = [f"{data}-{family}" for data in ("fashion-mnist", "mnist") for family in ("ae", "dae", "sae", "vae")]
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def assert_close_metrics(got: dict, want: dict) -> None:
+    assert set(got) <= set(want), set(got) - set(want)
+    for key, value in got.items():
+        assert value == pytest.approx(want[key], rel=1e-4, abs=1e-5), key
+
+
+def test_available_lists_the_eight_models():
+    assert aekit.pretrained.available() == NAMES
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_each_model_loads_and_reproduces_its_check_metrics(name):
+    """Cheap and always offline: the card's metrics on the embedded mnist-5k test split recompute."""
+    model = aekit.pretrained(name)
+    card = model.card
+    assert model.pretrained == name and card["name"] == name and not model.training
+    family, dataset = card["family"], card["data"]["name"]
+    assert model.run_config.family == family and model.run_config.data.data == dataset
+    assert model.config.hidden == tuple(card["options"]["hidden"])
+    assert model.config.latent_dim == card["options"]["latent_dim"]
+    assert card["seed"] == model.run_config.train.seed and "bench/make_pretrained.py" in card["command"]
+    check = aekit.load_dataset("mnist-5k", progress=False).test.images
+    want = {k: v for k, v in card["check"].items() if k not in ("data", "split")}
+    assert_close_metrics(aekit.pretrained.measure(model, check), want)
+
+
+@pytest.mark.parametrize("dataset", ["mnist", "fashion-mnist"])
+def test_test_metrics_recompute_on_the_real_test_split(shared_data, dataset):
+    """The metrics recorded at creation on the full 10,000-image test split (skipped without ../shared/data)."""
+    test = load_images(dataset, data_dir=shared_data, download=False, progress=False)
+    assert len(test) == 10_000
+    for family in ("ae", "dae", "sae", "vae"):
+        model = aekit.pretrained(f"{dataset}-{family}")
+        want = {k: v for k, v in model.card["metrics"].items() if k not in ("data", "split")}
+        assert_close_metrics(aekit.pretrained.measure(model, test.images), want)
+
+
+def test_the_families_behave_as_their_cards_say():
+    cards = {name: aekit.pretrained.card(name) for name in NAMES}
+    for data in ("mnist", "fashion-mnist"):
+        ae, dae, vae = (cards[f"{data}-{f}"]["metrics"] for f in ("ae", "dae", "vae"))
+        assert dae["psnr_denoised_db"] > ae["psnr_denoised_db"] + 2  # the denoising AE denoises
+        assert dae["psnr_denoised_db"] > dae["psnr_noisy_db"] + 3
+        assert vae["kl"] > 0 and ae["kl"] == 0
+        assert all(cards[f"{data}-{f}"]["metrics"]["psnr_db"] > 13 for f in ("ae", "dae", "sae", "vae"))
+
+
+def test_unknown_name_lists_the_names():
+    with pytest.raises(aekit.AekitError, match="unknown pretrained model 'mnist-gan'; available: fashion-mnist-ae, "):
+        aekit.pretrained("mnist-gan")
+
+
+def test_shipped_files_are_small_relative_and_packaged():
+    root = resources.files("aekit.pretrained")
+    files = [p for name in NAMES for p in Path(str(root / name)).iterdir()]
+    assert sum(p.stat().st_size for p in files) < 8 * 2**20
+    # nothing machine-specific: no absolute paths in any JSON
+    for path in files:
+        if path.suffix in (".json", ".jsonl"):
+            text = path.read_text()
+            assert "/work/" not in text and "/home/" not in text and "/tmp/" not in text, path
+    for name in NAMES:
+        config = json.loads((Path(str(root / name)) / "config.json").read_text())
+        assert config["data"]["data_dir"] is None
+    # pyproject's package data covers every shipped file, so a wheel carries them
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    patterns = setuptools["package-data"]["aekit.pretrained"]
+    for path in files:
+        rel = f"{path.parent.name}/{path.name}"
+        assert any(fnmatch.fnmatch(rel, pattern) for pattern in patterns), rel
+
+
+def test_pretrained_works_in_every_verb_that_takes_a_run(capsys, tmp_path):
+    ok = [
+        ["info", "--pretrained", "mnist-sae"],
+        ["encode", "--pretrained", "mnist-vae", "mnist-5k", "--limit", "10", "-o", tmp_path / "codes.npy"],
+        ["reconstruct", "mnist-5k", "--pretrained", "fashion-mnist-ae", "--limit", "4", "-o", tmp_path / "rec.npy"],
+        ["denoise", "--pretrained", "mnist-dae", "mnist-5k", "--limit", "4", "-o", tmp_path / "dn.npy"],
+        ["sample", "--pretrained", "fashion-mnist-vae", "-n", "3", "-o", tmp_path / "s.npy"],
+    ]
+    for argv in ok:
+        assert main([str(a) for a in argv]) == 0, argv
+    out = capsys.readouterr().out
+    assert "family      sae" in out and "noise_std         0.5" in out  # denoise uses the DAE's training noise
+    assert np.load(tmp_path / "codes.npy").shape == (10, 32)
+    assert np.load(tmp_path / "s.npy").shape == (3, 1, 28, 28)
+
+
+def test_pretrained_and_run_errors_are_one_line(capsys, tmp_path):
+    cases = [
+        (["sample", "-o", tmp_path / "s.png"], "sample needs a run folder (RUN) or --pretrained NAME"),
+        (["encode", "mnist-5k", "-o", tmp_path / "c.npy"], "needs a run folder (RUN) or --pretrained NAME"),
+        (["info", tmp_path, "--pretrained", "mnist-vae"], "not both"),
+        (["info", "--pretrained", "nope"], "unknown pretrained model 'nope'; available: fashion-mnist-ae"),
+    ]
+    for argv, pattern in cases:
+        code = main([str(a) for a in argv])
+        err = capsys.readouterr().err
+        lines = err.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and pattern in lines[0], (argv, err)

@@ -196,3 +196,66 @@ def test_float_0_255_arrays_are_rescaled_with_a_one_line_warning(capsys, runs, t
     np.save(tmp_path / "u.npy", images.astype(np.uint8))
     assert run(capsys, "reconstruct", runs["ae"], tmp_path / "u.npy", "-o", tmp_path / "u_r.npy")[0] == 0
     np.testing.assert_array_equal(np.load(tmp_path / "r.npy"), np.load(tmp_path / "u_r.npy"))  # same images
+
+
+# ----- regressions from the new-user audit -----
+
+
+def test_channels_option_converts_the_training_data(capsys, tmp_path):
+    code, _, _ = run(capsys, "train", "--model", "ae", *TINY, "--channels", "3", "--out", tmp_path / "rgb")
+    assert code == 0
+    config = json.loads((tmp_path / "rgb" / "config.json").read_text())
+    assert config["model"]["channels"] == 3 and config["data"]["channels"] == 3
+    code, _, err = run(capsys, "train", "--model", "ae", *TINY, "--channels", "2", "--out", tmp_path / "two")
+    assert_one_line_error(code, err, "channels must be 1 or 3")
+    assert not (tmp_path / "two").exists()
+
+
+def test_force_with_bad_data_keeps_the_old_run_and_failed_runs_leave_no_folder(capsys, runs, tmp_path):
+    before = {p.name: p.read_bytes() for p in runs["ae"].iterdir()}
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, _, err = run(capsys, "train", "--model", "ae", *TINY, "--data", empty, "--out", runs["ae"], "--force")
+    assert_one_line_error(code, err)
+    assert {p.name: p.read_bytes() for p in runs["ae"].iterdir()} == before
+    code, _, err = run(capsys, "train", *TINY, "--data", empty, "--out", tmp_path / "new")
+    assert_one_line_error(code, err)
+    assert not (tmp_path / "new").exists()
+
+
+def test_oversized_image_size_is_refused_before_loading(capsys, tmp_path):
+    code, _, err = run(capsys, "train", *TINY, "--image-size", "4000", "--out", tmp_path / "big")
+    assert_one_line_error(code, err, "too large")
+
+
+def test_resume_of_a_finished_run_is_a_no_op_and_fewer_epochs_are_refused(capsys, runs, tmp_path):
+    assert run(capsys, "train", "--model", "ae", *TINY, "--epochs", "2", "--out", tmp_path / "r")[0] == 0
+    before = {p.name: p.read_bytes() for p in (tmp_path / "r").iterdir()}
+    code, out, err = run(capsys, "train", "--resume", "--out", tmp_path / "r")
+    assert code == 0 and "already trained all 2 epochs" in err and out.strip().endswith(str(tmp_path / "r"))
+    code, _, err = run(capsys, "train", "--resume", "--epochs", "1", "--out", tmp_path / "r")
+    assert_one_line_error(code, err, "already trained 2 epochs: --epochs 1 would undo them")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "r").iterdir()} == before
+
+
+def test_output_names_that_look_like_files_are_refused(capsys, runs, tmp_path):
+    code, _, err = run(capsys, "reconstruct", runs["ae"], "mnist-5k", "--limit", 2, "-o", tmp_path / "out.png")
+    assert_one_line_error(code, err, "give a folder")
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_written_files_get_the_usual_permissions(runs):
+    import os
+    import stat
+
+    mask = os.umask(0)
+    os.umask(mask)
+    for name in ("config.json", "model.safetensors", "state.safetensors"):
+        mode = stat.S_IMODE((runs["vae"] / name).stat().st_mode)
+        assert mode == 0o666 & ~mask, (name, oct(mode))
+
+
+def test_verbs_take_a_data_dir(capsys, runs, tmp_path, shared_data):
+    code, out, _ = run(capsys, "encode", runs["ae"], "mnist", "--data-dir", shared_data, "--limit", 5,
+                       "-o", tmp_path / "c.npy")
+    assert code == 0 and np.load(tmp_path / "c.npy").shape == (5, 8)

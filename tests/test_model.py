@@ -165,3 +165,18 @@ def test_sampling_a_deterministic_ae_uses_the_fitted_code_gaussian():
     torch.testing.assert_close(cov, torch.cov(codes.T), atol=1e-4, rtol=1e-3)
     assert model.sample(10, seed=3).shape == (10, 1, 8, 8)
     torch.testing.assert_close(model.sample(4, seed=3), model.sample(4, seed=3))
+
+
+@pytest.mark.parametrize("arch", ["mlp", "conv"])
+def test_output_bias_init_starts_the_decoder_at_the_mean_image(arch):
+    torch.manual_seed(0)
+    model, _ = make("ae", arch, (3, 12, 10), hidden=(16,) if arch == "mlp" else (4, 8))
+    images = torch.randint(0, 256, (50, 3, 12, 10), dtype=torch.uint8)
+    images[:, 0] //= 4  # channel means differ
+    model.init_output_bias(images)
+    last = model.decoder.net[-2] if arch == "mlp" else model.decoder.net[-1]
+    mean = images.float().mean(0) / 255
+    if arch == "mlp":
+        torch.testing.assert_close(torch.sigmoid(last.bias).view(3, 12, 10), mean, atol=1e-5, rtol=0)
+    else:
+        torch.testing.assert_close(last.bias, torch.logit(mean).mean((1, 2)))

@@ -20,8 +20,10 @@ def test_loss_falls_over_a_few_steps_on_mnist5k(mnist5k, tmp_path):
         model = aekit.train(family, out=tmp_path / family, epochs=3, **FAST, splits=mnist5k)
         rows = ckpt.read_jsonl(tmp_path / family / "metrics.jsonl")
         assert [r["epoch"] for r in rows] == [1, 2, 3]
-        assert rows[-1]["train_loss"] < 0.8 * rows[0]["train_loss"], family
-        assert rows[-1]["test_loss"] < rows[0]["test_loss"], family
+        # 60 steps of a tiny model: every epoch lowers the test loss, and training loses > 5 nats per image
+        assert rows[-1]["train_loss"] < rows[0]["train_loss"] - 5, family
+        test_losses = [r["test_loss"] for r in rows]
+        assert test_losses == sorted(test_losses, reverse=True) and len(set(test_losses)) == 3, family
         assert all(r["epoch_seconds"] > 0 for r in rows)
         if family == "vae":
             assert rows[-1]["test_kl"] > 0
@@ -99,3 +101,9 @@ def test_the_readme_python_example_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     exec(compile(code, "README.md", "exec"), {})
     assert (tmp_path / "runs" / "readme-vae" / "model.safetensors").exists()
+
+
+def test_progress_false_is_silent(mnist5k, tmp_path, capsys):
+    aekit.train("ae", out=tmp_path / "quiet", epochs=1, hidden=(16,), latent_dim=4, splits=mnist5k, progress=False)
+    out, err = capsys.readouterr()
+    assert out == "" and err == ""

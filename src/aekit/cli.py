@@ -69,20 +69,22 @@ def build_parser() -> argparse.ArgumentParser:
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
     verbs.required = True
 
-    t = verbs.add_parser("train", help="train a model and save a run folder",
-                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    t = verbs.add_parser("train", help="train a model and save a run folder")
     t.add_argument("--model", choices=FAMILIES, default=None, help="autoencoder family (default vae)")
     t.add_argument("--arch", choices=ARCHS, default=None, help="backbone (default mlp)")
     t.add_argument("--data", default=None,
                    help="mnist-5k (embedded), mnist, fashion-mnist, an image folder or a .npy/.npz file (default mnist-5k)")
     t.add_argument("--data-dir", default=None, help="root of named datasets (default $AEKIT_DATA or the user cache)")
-    t.add_argument("--channels", type=int, default=None, help="convert images to 1 or 3 channels")
-    t.add_argument("--image-size", type=_size, default=None, metavar="H,W", help="resize images")
+    t.add_argument("--channels", type=int, default=None,
+                   help="convert images to 1 (gray) or 3 (RGB) channels (default: as stored; folders: gray if all gray)")
+    t.add_argument("--image-size", type=_size, default=None, metavar="H,W",
+                   help="resize images to H,W (or one size for square); default: as stored")
     t.add_argument("--test-split", type=_fraction, default=None, help="held-out fraction where the data has no test split (default 0.1)")
     t.add_argument("--latent-dim", type=int, default=None, help="latent size (default 32)")
     t.add_argument("--hidden", type=_int_list, default=None, metavar="W1,W2",
                    help="MLP layer widths (default 512,256) or conv channel widths (default 32,64,128)")
-    t.add_argument("--activation", default=None, choices=("relu", "leaky_relu", "elu", "gelu", "tanh"))
+    t.add_argument("--activation", default=None, choices=("relu", "leaky_relu", "elu", "gelu", "tanh"),
+                   help="hidden-layer nonlinearity (default relu)")
     t.add_argument("--likelihood", choices=("bernoulli", "gaussian"), default=None,
                    help="decoder likelihood (default bernoulli: BCE on logits)")
     t.add_argument("--gaussian-std", type=float, default=None, help="std of the gaussian likelihood (default 0.1)")
@@ -94,14 +96,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--sparsity", choices=("none", "l1", "kl"), default=None, help="sparsity penalty (default kl for sae)")
     t.add_argument("--sparsity-weight", type=float, default=None, help="weight of the sparsity penalty (default 10 for sae, else 1)")
     t.add_argument("--sparsity-target", type=float, default=None, help="target activation rho for kl sparsity (default 0.05)")
-    t.add_argument("--epochs", type=int, default=None, help="(default 10)")
-    t.add_argument("--batch-size", type=int, default=None, help="(default 128)")
+    t.add_argument("--epochs", type=int, default=None, help="passes over the training images (default 10)")
+    t.add_argument("--batch-size", type=int, default=None, help="images per optimisation step (default 128)")
     t.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 1e-3)")
-    t.add_argument("--weight-decay", type=float, default=None, help="(default 0)")
+    t.add_argument("--weight-decay", type=float, default=None, help="Adam L2 weight decay (default 0)")
     t.add_argument("--grad-clip", type=float, default=None, help="clip the gradient norm (default 0: off)")
     t.add_argument("--compile", choices=("auto", "on", "off"), default=None,
                    help="torch.compile the loss; auto (default) compiles runs long enough to repay its ~40 s cost")
-    t.add_argument("--seed", type=int, default=None, help="(default 0)")
+    t.add_argument("--seed", type=int, default=None,
+                   help="seeds initialisation, shuffling, noise and held-out splits: same seed, same run (default 0)")
     t.add_argument("--out", default=None, metavar="RUN_DIR", help="run folder (default a new runs/<model>-<arch>-<data>-<n>)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     t.add_argument("--force", action="store_true", help="replace a run already in --out")
@@ -119,20 +122,20 @@ def build_parser() -> argparse.ArgumentParser:
     d = verbs.add_parser("denoise", help="add Gaussian noise to images and denoise them")
     _run_and_input(d)
     d.add_argument("--noise-std", type=float, default=None, help="noise std (default: the run's training noise, else 0.5)")
-    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--seed", type=int, default=0, help="seed of the noise (default 0)")
     d.add_argument("-o", "--output", required=True, help="a folder (clean|noisy|denoised PNGs + grid.png) or a .npy file")
 
     s = verbs.add_parser("sample", help="generate new images")
-    s.add_argument("run", metavar="RUN")
-    s.add_argument("-n", type=int, default=64, help="number of samples")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("run", metavar="RUN", help="a run folder")
+    s.add_argument("-n", type=int, default=64, help="number of samples (default 64)")
+    s.add_argument("--seed", type=int, default=0, help="seed of the draws (default 0)")
     s.add_argument("-o", "--output", required=True, help="samples.png (a grid) or samples.npy")
 
     i = verbs.add_parser("info", help="describe a run")
-    i.add_argument("run", metavar="RUN")
+    i.add_argument("run", metavar="RUN", help="a run folder")
 
     x = verbs.add_parser("export", help="export a run to ONNX: encoder.onnx, decoder.onnx, preprocessing.json")
-    x.add_argument("run", metavar="RUN")
+    x.add_argument("run", metavar="RUN", help="a run folder")
     x.add_argument("--onnx", required=True, metavar="DIR", help="folder for the ONNX files (created if missing)")
 
     _measure_parsers(verbs)
@@ -193,6 +196,7 @@ def _run_and_input(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", metavar="RUN", help="a run folder")
     p.add_argument("input", metavar="INPUT", help="a dataset name (its test split), an image, a folder or a .npy/.npz file")
     p.add_argument("--limit", type=int, default=None, help="use only the first N images")
+    p.add_argument("--data-dir", default=None, help="root of named datasets (default: the run's, else $AEKIT_DATA)")
 
 
 def _accept_pretrained(verbs: argparse._SubParsersAction) -> None:
@@ -283,12 +287,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verb == "info":
             print(tasks.describe(model))
         elif args.verb == "encode":
-            _print_result(tasks.encode(model, args.input, args.output, limit=args.limit))
+            _print_result(tasks.encode(model, args.input, args.output, limit=args.limit, data_dir=args.data_dir))
         elif args.verb == "reconstruct":
-            _print_result(tasks.reconstruct(model, args.input, args.output, limit=args.limit))
+            _print_result(tasks.reconstruct(model, args.input, args.output, limit=args.limit, data_dir=args.data_dir))
         elif args.verb == "denoise":
             noise = args.noise_std if args.noise_std is not None else (model.run_config.objective.noise_std or 0.5)
-            _print_result(tasks.denoise(model, args.input, args.output, noise_std=noise, seed=args.seed, limit=args.limit))
+            _print_result(tasks.denoise(model, args.input, args.output, noise_std=noise, seed=args.seed,
+                                        limit=args.limit, data_dir=args.data_dir))
         elif args.verb == "sample":
             _print_result(tasks.sample(model, args.output, n=args.n, seed=args.seed))
         elif args.verb == "export":

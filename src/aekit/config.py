@@ -132,6 +132,11 @@ class DataConfig:
                 raise AekitError(f"image_size must be two positive integers (got {self.image_size})")
         if self.channels is not None and self.channels not in (1, 3):
             raise AekitError(f"channels must be 1 or 3 (got {self.channels})")
+        if self.image_size is not None and (self.channels or 3) * self.image_size[0] * self.image_size[1] > MAX_PIXELS:
+            raise AekitError(
+                f"image size {self.image_size[0]}x{self.image_size[1]} is too large "
+                f"(at most {MAX_PIXELS} values per image)"
+            )
         if not 0 < self.test_split < 1:
             raise AekitError(f"test_split must be in (0, 1) (got {self.test_split})")
 
@@ -205,8 +210,9 @@ class RunConfig:
 def preset(family: str, **overrides: Any) -> RunConfig:
     """The RunConfig of a family with any field overridden by keyword.
 
-    Keywords name fields of ModelConfig, ObjectiveConfig, DataConfig or TrainConfig
-    (they share no names). ``None`` means "the preset's value".
+    Keywords name fields of DataConfig, ModelConfig, ObjectiveConfig or TrainConfig.
+    ``channels`` is the data's pre-processing (the model's image shape is always taken from
+    the data it trains on). ``None`` means "the preset's value".
 
     Examples
     --------
@@ -224,12 +230,12 @@ def preset(family: str, **overrides: Any) -> RunConfig:
     values = {**defaults[family], **{k: v for k, v in overrides.items() if v is not None}}
     parts = {}
     for name, part_cls in (
+        ("data", DataConfig),  # first: it owns ``channels``
         ("model", ModelConfig),
         ("objective", ObjectiveConfig),
-        ("data", DataConfig),
         ("train", TrainConfig),
     ):
-        names = {f.name for f in dataclasses.fields(part_cls)}
+        names = {f.name for f in dataclasses.fields(part_cls)} - ({"channels", "height", "width"} if name == "model" else set())
         parts[name] = part_cls(**{k: values.pop(k) for k in list(values) if k in names})
     if values:
         raise AekitError(f"unknown option(s): {', '.join(sorted(values))}")

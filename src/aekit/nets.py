@@ -68,6 +68,11 @@ class MLPDecoder(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z)  # (B, D) -> (B, C, H, W) logits
 
+    @torch.no_grad()
+    def init_output_bias(self, logits: torch.Tensor) -> None:
+        """Start the output at a given image's logits: (C, H, W) -> the last layer's bias."""
+        self.net[-2].bias.copy_(logits.flatten())
+
 
 def conv_sizes(height: int, width: int, n_layers: int) -> list[tuple[int, int]]:
     """Spatial sizes after each stride-2 conv (k=3, p=1): ceil(n / 2) per layer."""
@@ -116,3 +121,8 @@ class ConvDecoder(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z)  # (B, D) -> (B, C, H, W) logits
+
+    @torch.no_grad()
+    def init_output_bias(self, logits: torch.Tensor) -> None:
+        """Start the output near a given image's logits: (C, H, W) -> per-channel bias (its spatial mean)."""
+        self.net[-1].bias.copy_(logits.mean((1, 2)))

@@ -22,13 +22,16 @@ from .model import Autoencoder
 GRID_MAX = 64
 
 
-def load_inputs(model: Autoencoder, spec: str, *, limit: int | None = None, progress: bool = False) -> ImageSet:
-    """Load INPUT and conform it to the model's channels and size."""
+def load_inputs(
+    model: Autoencoder, spec: str, *, limit: int | None = None, data_dir: str | None = None, progress: bool = False
+) -> ImageSet:
+    """Load INPUT and conform it to the model's channels and size (named datasets: from ``data_dir``,
+    else the run's data folder, else the default)."""
     c, h, w = model.config.image_shape
-    data_dir = getattr(getattr(model, "run_config", None), "data", None)
-    images = load_images(
-        spec, data_dir=data_dir.data_dir if data_dir else None, channels=c, image_size=(h, w), progress=progress
-    )
+    if data_dir is None:
+        run_data = getattr(getattr(model, "run_config", None), "data", None)
+        data_dir = run_data.data_dir if run_data else None
+    images = load_images(spec, data_dir=data_dir, channels=c, image_size=(h, w), progress=progress)
     if limit is not None:
         if limit < 1:
             raise AekitError(f"--limit must be >= 1 (got {limit})")
@@ -45,6 +48,8 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def _prepare_out_dir(out: Path) -> None:
+    if out.suffix and not out.exists():
+        raise AekitError(f"-o {out}: give a folder (for PNGs) or a name ending in .npy (for an array)")
     if out.exists() and not out.is_dir():
         raise AekitError(f"-o {out} exists and is not a folder (end the name in .npy to write an array)")
     try:
@@ -58,13 +63,14 @@ def _check_npy_target(out: Path) -> None:
         raise AekitError(f"folder {out.parent} does not exist")
 
 
-def encode(model: Autoencoder, spec: str, out: str | Path, *, limit: int | None = None) -> dict:
+def encode(model: Autoencoder, spec: str, out: str | Path, *, limit: int | None = None,
+           data_dir: str | None = None) -> dict:
     """Save the codes (posterior means) of INPUT as an (N, D) float32 array (.npy) or codes + labels (.npz)."""
     out = Path(out)
     if out.suffix not in (".npy", ".npz"):
         raise AekitError(f"-o {out}: codes are written as .npy (or .npz with labels)")
     _check_npy_target(out)
-    images = load_inputs(model, spec, limit=limit)
+    images = load_inputs(model, spec, limit=limit, data_dir=data_dir)
     codes = model.embed(images.images)
     if out.suffix == ".npy":
         save_npy(codes, out)
@@ -78,10 +84,11 @@ def encode(model: Autoencoder, spec: str, out: str | Path, *, limit: int | None 
     return {"images": len(images), "latent_dim": codes.shape[1], "output": str(out)}
 
 
-def reconstruct(model: Autoencoder, spec: str, out: str | Path, *, limit: int | None = None) -> dict:
+def reconstruct(model: Autoencoder, spec: str, out: str | Path, *, limit: int | None = None,
+                data_dir: str | None = None) -> dict:
     """Reconstruct INPUT: one PNG per image plus ``grid.png`` (inputs over reconstructions), or a .npy array."""
     out = Path(out)
-    images = load_inputs(model, spec, limit=limit)
+    images = load_inputs(model, spec, limit=limit, data_dir=data_dir)
     clean = model.prepare(images.images)
     recon = model.reconstruct(images.images)
     if out.suffix == ".npy":
@@ -97,11 +104,12 @@ def reconstruct(model: Autoencoder, spec: str, out: str | Path, *, limit: int | 
     return {"images": len(recon), "mse_per_pixel": mse, "psnr_db": psnr(clean, recon), "output": str(out)}
 
 
-def denoise(model: Autoencoder, spec: str, out: str | Path, *, noise_std: float, seed: int = 0, limit: int | None = None) -> dict:
+def denoise(model: Autoencoder, spec: str, out: str | Path, *, noise_std: float, seed: int = 0,
+            limit: int | None = None, data_dir: str | None = None) -> dict:
     """Add Gaussian noise to INPUT and denoise it: per image a clean | noisy | denoised PNG plus ``grid.png``
     (three rows), or the denoised images as a .npy array."""
     out = Path(out)
-    images = load_inputs(model, spec, limit=limit)
+    images = load_inputs(model, spec, limit=limit, data_dir=data_dir)
     clean = model.prepare(images.images)
     noisy, denoised = model.denoise(images.images, noise_std=noise_std, seed=seed)
     if out.suffix == ".npy":

@@ -49,7 +49,7 @@ def train(
     force: bool = False,
     progress: bool = True,
     splits: Splits | None = None,
-    log: Callable[[str], None] | None = _stderr,
+    log: Callable[[str], None] | None | str = "auto",
     **options: Any,
 ) -> Autoencoder:
     """Train an autoencoder and save it to a run folder.
@@ -65,7 +65,9 @@ def train(
     force : bool
         Replace a run already in ``out``.
     progress : bool
-        Show a progress bar per epoch.
+        Show a progress bar per epoch (on a terminal) and a line per epoch.
+    log : callable or None, optional
+        Where the per-epoch lines go; default: stderr when ``progress``, else nowhere.
     splits : Splits, optional
         Data to train on instead of loading ``data`` (it is still recorded in the config).
     **options
@@ -84,18 +86,23 @@ def train(
     PosixPath('runs/vae-mlp-mnist-5k-1')
     """
     torch.set_flush_denormal(True)  # denormals can slow CPU training 10x
+    if log == "auto":
+        log = _stderr if progress else None
     log = log or (lambda message: None)
     if resume:
         if out is None:
             raise AekitError("--resume needs the run folder (--out RUN_DIR)")
         run_dir = Path(out)
         config = _resume_config(run_dir, family, options)
+        if _epochs_done(run_dir) == config.train.epochs:  # nothing to do: rerunning --resume is harmless
+            log(f"{run_dir} has already trained all {config.train.epochs} epochs (pass a larger --epochs to continue)")
+            return ckpt.load(run_dir)
     else:
         config = family if isinstance(family, RunConfig) else preset(family or "vae", **options)
         if isinstance(family, RunConfig) and options:
             raise AekitError("pass either a RunConfig or keyword options, not both")
         run_dir = Path(out) if out is not None else _new_run_dir(config)
-        _claim_run_dir(run_dir, force)
+        existing = _check_run_dir(run_dir, force)  # nothing is created or deleted before the data loads
 
     if splits is None:
         d = config.data
@@ -107,9 +114,12 @@ def train(
     if resume and (c, h, w) != config.model.image_shape:
         raise AekitError(f"the data now has images of {c}x{h}x{w}; the run was trained on {config.model.image_shape}")
     config.model = dataclasses.replace(config.model, channels=c, height=h, width=w)
+    if not resume:
+        _claim_run_dir(run_dir, existing)
 
     torch.manual_seed(config.train.seed)
     model = Autoencoder(config.model)
+    model.init_output_bias(splits.train.images)  # overwritten by the checkpoint on resume
     optimizer = make_optimizer(model, config)
     generator = torch.Generator().manual_seed(config.train.seed)
     start_epoch, step, partial = 0, 0, {}
@@ -337,12 +347,18 @@ def _new_run_dir(config: RunConfig) -> Path:
     return root / f"{stem}-{n}"
 
 
-def _claim_run_dir(run_dir: Path, force: bool) -> None:
+def _check_run_dir(run_dir: Path, force: bool) -> list[str]:
+    """The run files already in ``run_dir`` (refused without ``force``); creates nothing."""
     if run_dir.exists() and not run_dir.is_dir():
         raise AekitError(f"--out {run_dir} exists and is not a folder")
     existing = [name for name in RUN_FILES if (run_dir / name).exists()]
     if existing and not force:
         raise AekitError(f"{run_dir} already holds a run: pass --resume to continue it or --force to replace it")
+    return existing
+
+
+def _claim_run_dir(run_dir: Path, existing: list[str]) -> None:
+    """Create ``run_dir`` and remove the files of the run it replaces (``--force``)."""
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -350,7 +366,7 @@ def _claim_run_dir(run_dir: Path, force: bool) -> None:
     if not os.access(run_dir, os.W_OK):
         raise AekitError(f"cannot write in {run_dir}: permission denied")
     for name in existing:
-        (run_dir / name).unlink()
+        (run_dir / name).unlink(missing_ok=True)
 
 
 def _resume_config(run_dir: Path, family: Any, options: dict[str, Any]) -> RunConfig:
@@ -376,4 +392,17 @@ def _resume_config(run_dir: Path, family: Any, options: dict[str, Any]) -> RunCo
         raise AekitError(f"cannot change {', '.join(changed)} when resuming; only --epochs")
     if options.get("epochs") is not None:
         config.train = dataclasses.replace(config.train, epochs=options["epochs"])
+    done = _epochs_done(run_dir)
+    if done > config.train.epochs:
+        raise AekitError(f"{run_dir} has already trained {done} epochs: --epochs {config.train.epochs} would undo them")
     return config
+
+
+def _epochs_done(run_dir: Path) -> int:
+    if not (run_dir / ckpt.STATE).exists():
+        return 0
+    _, meta = ckpt.read_safetensors(run_dir / ckpt.STATE)
+    try:
+        return int(meta.get("epoch", 0))
+    except ValueError:
+        raise AekitError(f"{run_dir / ckpt.STATE} has a damaged header") from None

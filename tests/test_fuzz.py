@@ -1,28 +1,56 @@
 """Mutated inputs to every loader a stranger's file reaches: each loads or raises AekitError.
 
-The same harness as ``bench/fuzz.py`` (which runs 10,000 inputs); here 200 per loader.
+Hypothesis drives the mutations (and shrinks any failure to a small reproducing case); the
+mutation operators and seed files are those of ``bench/fuzz.py``, which runs 10,000 inputs.
 """
 
+import random
 import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import fuzz  # noqa: E402
 
-
-@pytest.mark.parametrize("target", sorted(fuzz.TARGETS))
-def test_mutated_inputs_load_or_raise_aekit_error(target):
-    result = fuzz.fuzz(target, 200, seed=7, log=lambda m: None)
-    assert result["inputs"] == 200
-    assert result["other"] == 0, result["failures"][:5]
-    assert result["aekit_error"] > 0  # the mutations really do break files
+from aekit.errors import AekitError  # noqa: E402
 
 
-def test_mutations_are_reproducible():
-    import random
+@pytest.fixture(scope="module")
+def targets(tmp_path_factory):
+    out = {}
+    for name, make in fuzz.TARGETS.items():
+        work = tmp_path_factory.mktemp(name)
+        seed_bytes, run = make(work)
+        run(seed_bytes)  # the unmutated seed loads
+        out[name] = (seed_bytes, run)
+    return out
 
+
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(target=st.sampled_from(sorted(fuzz.TARGETS)), seed=st.integers(0, 2**32 - 1))
+def test_mutated_inputs_load_or_raise_aekit_error(targets, target, seed):
+    seed_bytes, run = targets[target]
+    data = fuzz.mutate(seed_bytes, random.Random(seed))
+    try:
+        run(data)
+    except AekitError as err:
+        assert str(err) and "\n" not in str(err)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(target=st.sampled_from(sorted(fuzz.TARGETS)), data=st.binary(max_size=2048))
+def test_arbitrary_bytes_load_or_raise_aekit_error(targets, target, data):
+    try:
+        targets[target][1](data)
+    except AekitError as err:
+        assert str(err) and "\n" not in str(err)
+
+
+def test_the_harness_counts_failures_and_mutations_really_break_files():
+    result = fuzz.fuzz("idx", 100, seed=3, log=lambda m: None)
+    assert result["inputs"] == 100 and result["other"] == 0 and result["aekit_error"] > 50
     a = fuzz.mutate(b"0123456789" * 10, random.Random("s"))
-    b = fuzz.mutate(b"0123456789" * 10, random.Random("s"))
-    assert a == b and a != b"0123456789" * 10
+    assert a == fuzz.mutate(b"0123456789" * 10, random.Random("s")) and a != b"0123456789" * 10

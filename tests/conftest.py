@@ -44,12 +44,12 @@ def write_idx() -> Callable[..., Path]:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    # Under pytest-xdist every worker gets one torch thread: two workers x two threads on a
-    # two-core machine would oversubscribe it and spin-waiting threads slow training 10x.
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        import torch
+    # One torch thread for the whole suite: its models are tiny, and on a two-core machine shared
+    # with anything else (an xdist worker, a subprocess under test) OpenMP's spin-waiting threads
+    # make small operations 5-20x slower.
+    import torch
 
-        torch.set_num_threads(1)
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session", autouse=True)

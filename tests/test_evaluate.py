@@ -25,14 +25,6 @@ from aekit.latent import DiagonalGaussian
 torch.set_flush_denormal(True)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    # Two cores shared with other jobs: one torch thread avoids OpenMP spin-waits (5x faster here).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 # ----- probabilistic PCA: a linear-Gaussian VAE whose log p(x) is known in closed form -----
 

@@ -17,13 +17,6 @@ onnx = pytest.importorskip("onnx", reason="ONNX export needs the onnx package: p
 ort = pytest.importorskip("onnxruntime", reason="checking exported graphs needs onnxruntime: pip install 'aekit[onnx]'")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def session(path):
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])

@@ -25,14 +25,6 @@ FAMILIES = {  # family -> options: every latent kind, a conv backbone, a 2-D lat
 FAST = ["--iw-samples", "20", "--limit", "300", "--quiet"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    # Two cores shared with other jobs: one torch thread avoids OpenMP spin-waits (5x faster here).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):

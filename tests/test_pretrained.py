@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 import aekit
 from aekit.cli import main
@@ -16,13 +15,6 @@ from aekit.data import load_images
 NAMES = [f"{data}-{family}" for data in ("fashion-mnist", "mnist") for family in ("ae", "dae", "sae", "vae")]
 ROOT = Path(__file__).resolve().parents[1]
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def assert_close_metrics(got: dict, want: dict) -> None:

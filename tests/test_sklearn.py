@@ -17,15 +17,6 @@ from aekit.sklearn import AutoencoderTransformer
 from aekit.train import evaluate_losses
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """These nets are tiny: one thread is as fast, and far faster on a busy shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # Tiny on purpose: check_estimator fits ~50 times on 20-30 rows, so one batch per epoch.
 TINY = {"latent_dim": 2, "hidden": (4,), "epochs": 1, "batch_size": 64, "random_state": 0}
 

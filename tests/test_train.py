@@ -48,7 +48,7 @@ def test_resume_equals_an_uninterrupted_run(mnist5k, tmp_path):
         aekit.train(family, out=tmp_path / f"{family}-part", epochs=1, **FAST, splits=mnist5k)
         resumed = aekit.train(out=tmp_path / f"{family}-part", resume=True, epochs=3,
                               progress=False, log=None, splits=mnist5k)
-        for (name, a), (_, b) in zip(full.state_dict().items(), resumed.state_dict().items()):
+        for (name, a), (_, b) in zip(full.state_dict().items(), resumed.state_dict().items(), strict=True):
             assert torch.equal(a, b), (family, name)
         rows = ckpt.read_jsonl(tmp_path / f"{family}-part" / "metrics.jsonl")
         assert [r["epoch"] for r in rows] == [1, 2, 3]

@@ -62,6 +62,16 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
+def make_folder(path: Path) -> Path:
+    """Create ``path`` (and its parents) or raise a one-line AekitError naming it and the OS reason."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise AekitError(f"cannot create {path}: {err.strerror or err}") from None
+    return path
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -81,10 +81,7 @@ def export_onnx(model: Autoencoder, out_dir: str | Path, *, opset: int = OPSET) 
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise AekitError(f"--onnx {out} exists and is not a folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise AekitError(f"cannot create {out}: {err.strerror or err}") from None
+    ckpt.make_folder(out)
 
     model = model.eval()
     c, h, w = model.config.image_shape

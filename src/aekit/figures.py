@@ -550,11 +550,7 @@ def make_figures(
         if run_dir is None:
             raise AekitError("the model has no run folder: pass out_dir")
         out_dir = Path(run_dir) / FIGURES_DIR
-    out_dir = Path(out_dir)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise AekitError(f"cannot create {out_dir}: {err.strerror or err}") from None
+    out_dir = ckpt.make_folder(Path(out_dir))
     log = log or (lambda message: None)
     if len(splits.test) == 0:
         raise AekitError("the test split holds no images")

@@ -52,10 +52,7 @@ def _prepare_out_dir(out: Path) -> None:
         raise AekitError(f"-o {out}: give a folder (for PNGs) or a name ending in .npy (for an array)")
     if out.exists() and not out.is_dir():
         raise AekitError(f"-o {out} exists and is not a folder (end the name in .npy to write an array)")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise AekitError(f"cannot create {out}: {err.strerror or err}") from None
+    ckpt.make_folder(out)
 
 
 def _check_npy_target(out: Path) -> None:

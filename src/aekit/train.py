@@ -359,10 +359,7 @@ def _check_run_dir(run_dir: Path, force: bool) -> list[str]:
 
 def _claim_run_dir(run_dir: Path, existing: list[str]) -> None:
     """Create ``run_dir`` and remove the files of the run it replaces (``--force``)."""
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise AekitError(f"cannot create {run_dir}: {err.strerror or err}") from None
+    ckpt.make_folder(run_dir)
     if not os.access(run_dir, os.W_OK):
         raise AekitError(f"cannot write in {run_dir}: permission denied")
     for name in existing:

@@ -27,7 +27,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from . import checkpoint as ckpt
 from .data import Splits, load_dataset
@@ -48,7 +47,7 @@ PROBE_TRAIN_MAX = 10_000  # training codes used by the linear probe and k-NN (se
 PCA_TRAIN_MAX = 20_000  # training images PCA is fitted on (seeded subsample)
 GENERATED_MAX = 10_000  # samples for the Fréchet distance (at most the test-set size)
 IW_SAMPLES = 1000
-IW_CHUNK = 8192  # (sample, image) pairs decoded per forward pass of the IW estimate
+IW_CHUNK = 2048  # (sample, image) pairs decoded per pass: small enough for the outputs to stay in cache
 KNN_K = 5
 
 
@@ -115,7 +114,7 @@ def reconstruction_metrics(model: Autoencoder, images: torch.Tensor, batch_size:
         logits = model.decode(model.encode(x).mode())  # (B, C, H, W)
         recon = torch.sigmoid(logits)
         mse.append((recon - x).pow(2).flatten(1).mean(1).double().numpy())
-        bce.append(F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1).double().numpy())
+        bce.append(reconstruction_nll(logits, x, "bernoulli", 1.0).double().numpy())
         psnr.append(psnr_per_image(recon, x))
         ssim.append(ssim_per_image(recon, x))
     return {
@@ -130,7 +129,8 @@ def reconstruction_metrics(model: Autoencoder, images: torch.Tensor, batch_size:
 
 
 def log_likelihood_fn(likelihood: str, gaussian_std: float) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """log p(x | z) per image from decoder logits, as trained: (N, C, H, W) x 2 -> (N,)."""
+    """log p(x | z) per image from decoder logits, as trained: (..., C, H, W) logits and targets
+    that broadcast -> (...)."""
     return lambda logits, target: -reconstruction_nll(logits, target, likelihood, gaussian_std)
 
 
@@ -157,7 +157,8 @@ def importance_weighted_log_likelihood(
     decode : callable
         (M, D) -> decoder outputs for (M, ...) targets.
     log_likelihood : callable
-        (outputs, targets) -> (M,) log p(x|z), e.g. :func:`log_likelihood_fn`.
+        (outputs (S, B, ...), targets (B, ...)) -> (S, B) log p(x|z), broadcasting the targets
+        over the samples, e.g. :func:`log_likelihood_fn`.
     x : tensor
         (N, ...) inputs; uint8 images are scaled to [0, 1].
     k : int
@@ -191,8 +192,8 @@ def importance_weighted_log_likelihood(
             s = min(per_pass, k - s0)
             eps = torch.randn((s, *q.mean.shape), generator=generator, dtype=q.mean.dtype)
             z = q.mean + q.std * eps  # (S, B, D)
-            target = xb.unsqueeze(0).expand(s, *xb.shape).reshape(s * b, *xb.shape[1:])  # (S*B, ...)
-            log_lik = log_likelihood(decode(z.reshape(s * b, -1)), target).reshape(s, b)
+            outputs = decode(z.reshape(s * b, -1))  # (S*B, ...)
+            log_lik = log_likelihood(outputs.view(s, b, *outputs.shape[1:]), xb)  # (S, B): broadcast, no copies of xb
             # log w = log p(x|z) + log p(z) - log q(z|x)
             log_w[s0 : s0 + s] = (log_lik + standard_normal_log_prob(z) - q.log_prob(z)).double()
             recon += log_lik.double().sum(0)

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from . import checkpoint as ckpt
+from .cpu import tune_cpu
 from .data import Splits, load_dataset
 from .errors import AekitError
 from .latent import standard_normal_log_prob
@@ -178,6 +179,7 @@ def importance_weighted_log_likelihood(
         raise AekitError(f"--iw-samples must be >= 1 (got {k})")
     if chunk_size < 1:
         raise AekitError(f"the IW chunk size must be >= 1 (got {chunk_size})")
+    tune_cpu()
     generator = torch.Generator().manual_seed(seed)
     batch = max(1, chunk_size // k)  # inputs per outer step
     per_pass = max(1, min(k, chunk_size // batch))  # samples per forward pass
@@ -519,7 +521,7 @@ def evaluate(
     >>> m = aekit.evaluate(model, aekit.load_dataset("mnist-5k"), iw_samples=100)  # doctest: +SKIP
     >>> m["reconstruction"]["psnr_db"], m["variational"]["iw_nll_nats"]          # doctest: +SKIP
     """
-    torch.set_flush_denormal(True)
+    tune_cpu()
     log = log or (lambda message: None)
     full_test = splits.test  # the feature classifier's accuracy is measured on all of it
     if limit is not None:

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from . import checkpoint as ckpt
+from .cpu import tune_cpu
 from .data import Splits
 from .errors import AekitError
 from .imaging import grid
@@ -544,7 +545,7 @@ def make_figures(
     list of dict
         ``{"file", "title", "caption"}`` per figure, in reading order; also written to ``index.json``.
     """
-    torch.set_flush_denormal(True)
+    tune_cpu()
     if out_dir is None:
         run_dir = getattr(model, "run_dir", None)
         if run_dir is None:

@@ -24,6 +24,7 @@ from safetensors.torch import save as st_save
 from torch import nn
 
 from .checkpoint import atomic_write_bytes, atomic_write_json, read_json, read_safetensors
+from .cpu import tune_cpu
 from .data import ImageSet, default_data_dir
 from .errors import AekitError
 
@@ -199,7 +200,7 @@ def train_classifier(
 ) -> tuple[FeatureClassifier, dict]:
     """Fit a :class:`FeatureClassifier` with Adam: two epochs, but at least ``min_steps`` and at most
     ``max_steps`` steps (mnist-5k: 500 steps, about 8 epochs, 96% test accuracy; MNIST: 2000 steps, 99%)."""
-    torch.set_flush_denormal(True)
+    tune_cpu()
     t0 = time.perf_counter()
     generator = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng():

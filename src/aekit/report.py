@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from . import checkpoint as ckpt
+from .cpu import tune_cpu
 from .data import Splits
 from .evaluate import ensure_metrics, load_run_splits
 from .figures import FIGURES_DIR, make_figures
@@ -95,7 +96,7 @@ def report(
     >>> aekit.report("runs/vae-mlp-mnist-5k-1")   # doctest: +SKIP
     PosixPath('runs/vae-mlp-mnist-5k-1/report.html')
     """
-    torch.set_flush_denormal(True)
+    tune_cpu()
     run_dir = Path(run_dir)
     model = ckpt.load(run_dir)
     if splits is None:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import math
 import os
-import json
 import re
 import signal
 import sys
@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from . import checkpoint as ckpt
 from .config import RunConfig, preset
+from .cpu import tune_cpu
 from .data import Splits, load_dataset
 from .errors import AekitError, Interrupted
 from .model import Autoencoder
@@ -85,7 +86,7 @@ def train(
     >>> model.run_dir                                              # doctest: +SKIP
     PosixPath('runs/vae-mlp-mnist-5k-1')
     """
-    torch.set_flush_denormal(True)  # denormals can slow CPU training 10x
+    tune_cpu()
     if log == "auto":
         log = _stderr if progress else None
     log = log or (lambda message: None)

@@ -107,3 +107,48 @@ def test_progress_false_is_silent(mnist5k, tmp_path, capsys):
     aekit.train("ae", out=tmp_path / "quiet", epochs=1, hidden=(16,), latent_dim=4, splits=mnist5k, progress=False)
     out, err = capsys.readouterr()
     assert out == "" and err == ""
+
+
+def test_dynamic_binarization_trains_on_fresh_binary_samples_and_tests_on_one_fixed_one(mnist5k, tmp_path, monkeypatch):
+    from aekit.train import TrainStep
+
+    seen = []
+    original = TrainStep.__call__
+
+    def spy(self, x, generator, step):
+        seen.append(x.clone())
+        return original(self, x, generator, step)
+
+    monkeypatch.setattr(TrainStep, "__call__", spy)
+    options = dict(FAST, batch_size=4000, binarize="dynamic")  # one batch per epoch: the whole training set
+    aekit.train("vae", out=tmp_path / "a", epochs=2, **options, splits=mnist5k)
+    first, second = seen
+    assert set(first.unique().tolist()) == {0.0, 1.0}
+    # a fresh sample each epoch, whose mean is the grey images' mean
+    assert (first != second).float().mean() > 0.05
+    grey = mnist5k.train.images.float().div(255).mean()
+    assert abs(float(first.mean()) - float(grey)) < 0.005
+
+    # the test set: one fixed sample, the same whatever the training seed, and the one evaluation sees
+    other = aekit.train("vae", out=tmp_path / "b", epochs=1, seed=7, **options, splits=mnist5k)
+    from aekit.evaluate import load_run_splits
+
+    test_a = load_run_splits(aekit.load(tmp_path / "a"), progress=False).test.images
+    test_b = load_run_splits(other, progress=False).test.images
+    assert torch.equal(test_a, test_b)
+    assert set(test_a.unique().tolist()) == {0, 255}
+    assert aekit.load(tmp_path / "a").run_config.data.binarize == "dynamic"
+
+
+def test_static_binarization_fixes_both_sets_and_leaves_binary_images_alone(mnist5k):
+    from aekit.data.imageset import binarize_splits
+
+    once = binarize_splits(mnist5k, "static")
+    again = binarize_splits(mnist5k, "static")
+    assert torch.equal(once.train.images, again.train.images) and torch.equal(once.test.images, again.test.images)
+    assert set(once.train.images.unique().tolist()) == {0, 255}
+    twice = binarize_splits(once, "static")
+    assert torch.equal(twice.train.images, once.train.images)
+    assert binarize_splits(mnist5k, "none") is mnist5k
+    with pytest.raises(AekitError, match="binarize"):
+        binarize_splits(mnist5k, "sometimes")

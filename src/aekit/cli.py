@@ -80,6 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--image-size", type=_size, default=None, metavar="H,W",
                    help="resize images to H,W (or one size for square); default: as stored")
     t.add_argument("--test-split", type=_fraction, default=None, help="held-out fraction where the data has no test split (default 0.1)")
+    t.add_argument("--binarize", choices=("none", "static", "dynamic"), default=None,
+                   help="Bernoulli-sample the pixels: dynamic = afresh for each training batch, one fixed seeded "
+                        "sample of the test set (how MNIST likelihoods are reported); static = one fixed sample "
+                        "of each set (default none)")
     t.add_argument("--latent-dim", type=int, default=None, help="latent size (default 32)")
     t.add_argument("--hidden", type=_int_list, default=None, metavar="W1,W2",
                    help="MLP layer widths (default 512,256) or conv channel widths (default 32,64,128)")
@@ -238,7 +242,7 @@ def _train(args: argparse.Namespace) -> None:
     options = {
         name: getattr(args, name)
         for name in (
-            "arch", "data", "data_dir", "channels", "image_size", "test_split", "latent_dim", "hidden",
+            "arch", "data", "data_dir", "channels", "image_size", "test_split", "binarize", "latent_dim", "hidden",
             "activation", "likelihood", "gaussian_std", "beta", "noise_std", "mask_prob", "salt_pepper",
             "sparsity", "sparsity_weight", "sparsity_target", "epochs", "batch_size", "lr", "weight_decay", "seed",
             "grad_clip", "compile",

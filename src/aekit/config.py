@@ -123,9 +123,11 @@ class DataConfig:
     channels: int | None = None  # convert images to this many channels; None = as stored
     image_size: tuple[int, int] | None = None  # resize to (H, W); None = as stored
     test_split: float = 0.1  # held-out fraction for sources without a test split
+    binarize: str = "none"  # "dynamic": a fresh Bernoulli sample of each training batch, a fixed one of the test set
 
     def __post_init__(self) -> None:
         _check_types(self)
+        _choice("binarize", self.binarize, ("none", "static", "dynamic"))
         if self.image_size is not None:
             self.image_size = tuple(self.image_size)
             if len(self.image_size) != 2 or min(self.image_size) < 1:

@@ -650,7 +650,7 @@ def load_run_splits(
     c, h, w = model.config.image_shape
     return load_dataset(
         data or d.data, data_dir=data_dir or d.data_dir, channels=c, image_size=(h, w),
-        test_split=d.test_split, seed=t.seed, progress=progress,
+        test_split=d.test_split, seed=t.seed, progress=progress, binarize=d.binarize,
     )
 
 

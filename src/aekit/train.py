@@ -29,6 +29,7 @@ from . import checkpoint as ckpt
 from .config import RunConfig, preset
 from .cpu import tune_cpu
 from .data import Splits, load_dataset
+from .data.imageset import binarize_splits
 from .errors import AekitError, Interrupted
 from .model import Autoencoder
 from .objectives import draw_noise, loss_terms, loss_with_noise
@@ -111,6 +112,7 @@ def train(
             d.data, data_dir=d.data_dir, channels=d.channels, image_size=d.image_size,
             test_split=d.test_split, seed=config.train.seed, progress=progress,
         )
+    splits = binarize_splits(splits, config.data.binarize)  # idempotent: binary images stay as they are
     c, h, w = splits.train.shape
     if resume and (c, h, w) != config.model.image_shape:
         raise AekitError(f"the data now has images of {c}x{h}x{w}; the run was trained on {config.model.image_shape}")
@@ -149,6 +151,7 @@ def _fit(model, optimizer, generator, config: RunConfig, splits: Splits, run_dir
          start_epoch: int, step: int, partial: dict, progress: bool, log, stop: StopSignals) -> None:
     """The epoch loop. A checkpoint after every epoch; on SIGINT/SIGTERM one mid-epoch checkpoint, then stop."""
     n_train = len(splits.train)
+    dynamic = config.data.binarize == "dynamic"
     step_fn = TrainStep(model, optimizer, config, use_compile=_should_compile(config, n_train), log=log)
     for epoch in range(start_epoch, config.train.epochs):
         t0 = time.perf_counter()
@@ -172,6 +175,8 @@ def _fit(model, optimizer, generator, config: RunConfig, splits: Splits, run_dir
         for i in range(first, len(batches)):
             index = batches[i]
             x = splits.train.images[index].float().div_(255)  # uint8 (B, C, H, W) -> [0, 1]
+            if dynamic:  # a fresh binarization of each image each time it is seen
+                x = torch.bernoulli(x, generator=generator)
             terms = step_fn(x, generator, step)  # (4,) detached: loss, recon, kl, sparsity
             sums += terms * len(index)
             step += 1

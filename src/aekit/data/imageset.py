@@ -7,8 +7,8 @@ An :class:`ImageSet` always holds ``uint8`` images shaped ``(N, C, H, W)``;
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
-
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -298,3 +298,35 @@ def conform(
     if size is not None:
         images = resize_images(images, size)
     return images.contiguous()
+
+
+BINARIZE = ("none", "static", "dynamic")
+# Seeds of the fixed binarizations: the same test set for every run, whatever its training seed,
+# so that likelihoods of different runs are comparable.
+BINARIZE_TEST_SEED = 0
+BINARIZE_TRAIN_SEED = 1
+
+
+def binarize(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """A Bernoulli sample of uint8 images: pixel on (255) with probability intensity / 255."""
+    return (torch.bernoulli(images.float().div_(255), generator=generator) * 255).to(torch.uint8)
+
+
+def binarize_splits(splits: Splits, mode: str) -> Splits:
+    """Splits for ``mode``: ``"none"`` leaves them; ``"static"`` draws one fixed binarization of each
+    set; ``"dynamic"`` fixes the test set only (training draws a fresh sample of each batch; see
+    :func:`aekit.train.train`). The literature's convention for MNIST likelihoods is "dynamic"."""
+    if mode not in BINARIZE:
+        raise AekitError(f"binarize must be one of {', '.join(BINARIZE)} (got {mode!r})")
+    if mode == "none":
+        return splits
+    test = dataclasses.replace(
+        splits.test, images=binarize(splits.test.images, torch.Generator().manual_seed(BINARIZE_TEST_SEED))
+    )
+    train = splits.train
+    if mode == "static":
+        train = dataclasses.replace(
+            train, images=binarize(train.images, torch.Generator().manual_seed(BINARIZE_TRAIN_SEED))
+        )
+    return Splits(train, test)
+

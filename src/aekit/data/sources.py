@@ -23,8 +23,10 @@ from PIL import Image
 
 from aekit.data import download as _download
 from aekit.data.imageset import (
+    BINARIZE,
     ImageSet,
     Splits,
+    binarize_splits,
     check_channels,
     check_image_size,
     conform,
@@ -516,6 +518,7 @@ def load_dataset(
     download: bool = True,
     mirrors: list[str] | None = None,
     progress: bool = True,
+    binarize: str = "none",
 ) -> Splits:
     """Load a training set and a test set.
 
@@ -545,6 +548,9 @@ def load_dataset(
         Mirror base URLs, overriding ``$AEKIT_MIRRORS`` and the official ones.
     progress : bool
         Show download progress bars on stderr.
+    binarize : {"none", "static", "dynamic"}
+        ``"static"``: one fixed Bernoulli sample of each set (pixels 0 or 255); ``"dynamic"``: a fixed
+        sample of the test set only, the training set stays grey (training samples each batch afresh).
 
     Returns
     -------
@@ -559,6 +565,8 @@ def load_dataset(
     """
     check_channels(channels)
     size = check_image_size(image_size)
+    if binarize not in BINARIZE:
+        raise AekitError(f"binarize must be one of {', '.join(BINARIZE)} (got {binarize!r})")
     kind, path = _resolve(spec)
     if kind == "dataset":
         splits = _load_named(path.name, data_dir, download=download, mirrors=mirrors, progress=progress)
@@ -575,7 +583,8 @@ def load_dataset(
         raise AekitError(
             f"{path}: a single image cannot be split into train and test sets; use a folder of images"
         )
-    return Splits(_conform_set(splits.train, channels, size), _conform_set(splits.test, channels, size))
+    splits = Splits(_conform_set(splits.train, channels, size), _conform_set(splits.test, channels, size))
+    return binarize_splits(splits, binarize)
 
 
 def load_images(

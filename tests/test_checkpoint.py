@@ -84,6 +84,28 @@ def test_a_wrong_shape_tensor_is_refused(copy):
         aekit.load(copy)
 
 
+def test_half_precision_weights_load_as_float32_and_an_overflow_is_refused(copy):
+    model = aekit.load(copy)
+    x = aekit.load_dataset("mnist-5k").test.images[:20]
+    full = model.reconstruct(x).float()
+    before = (copy / "model.safetensors").stat().st_size
+    ckpt.save_model(copy, model, model.epoch, dtype=torch.float16)
+    assert (copy / "model.safetensors").stat().st_size < 0.6 * before
+    half = aekit.load(copy)
+    assert all(p.dtype == torch.float32 for p in half.parameters())
+    assert (half.reconstruct(x).float() - full).abs().max() <= 2  # uint8 pixels: rounding only
+    for name, p in half.state_dict().items():
+        assert torch.equal(p, model.state_dict()[name].half().float()), name
+    tensors, meta = ckpt.read_safetensors(copy / "model.safetensors")
+    name = next(k for k in tensors if k.endswith("weight"))
+    tensors[name] = torch.full_like(tensors[name], 65504.0) * 2  # inf in float16
+    save_file(tensors, copy / "model.safetensors", metadata=meta)
+    with pytest.raises(AekitError, match="NaN or inf"):
+        aekit.load(copy)
+    with pytest.raises(AekitError, match="float16 or bfloat16"):
+        ckpt.save_model(copy, model, 1, dtype=torch.int8)
+
+
 def test_missing_or_extra_tensors_and_nan_are_refused(copy):
     tensors, meta = ckpt.read_safetensors(copy / "model.safetensors")
     save_file({**tensors, "extra": torch.zeros(1)}, copy / "model.safetensors", metadata=meta)

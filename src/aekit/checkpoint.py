@@ -197,8 +197,18 @@ def load_config(run_dir: Path) -> RunConfig:
         raise AekitError(f"{path}: {err}") from None
 
 
-def save_model(run_dir: Path, model: Autoencoder, epoch: int) -> None:
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def save_model(run_dir: Path, model: Autoencoder, epoch: int, *, dtype: torch.dtype | None = None) -> None:
+    """The user-facing weights. ``dtype=torch.float16`` stores the floating tensors in half precision
+    (half the bytes, for weights shipped in a repository); :func:`load` casts them back."""
+    if dtype is not None and dtype not in HALF_DTYPES:
+        raise AekitError(f"weights can be stored as float16 or bfloat16, not {dtype}")
+    state = {
+        k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().contiguous()
+        for k, v in model.state_dict().items()
+    }
     meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "epoch": str(epoch)}
     atomic_write_bytes(Path(run_dir) / MODEL, st_save(state, metadata=meta))
 
@@ -207,15 +217,16 @@ def load_weights(model: Autoencoder, path: Path) -> int:
     """Load weights into ``model`` after checking every name, shape and dtype; returns the epoch."""
     tensors, meta = read_safetensors(path)
     _check_stamp(meta, path)
-    _load_checked(model, tensors, path)
+    _load_checked(model, tensors, path, half_ok=True)
     try:
         return int(meta.get("epoch", 0))
     except ValueError:
         raise AekitError(f"{path}: bad epoch stamp {meta.get('epoch')!r}") from None
 
 
-def _load_checked(model: Autoencoder, tensors: dict[str, torch.Tensor], path: Path) -> None:
-    """Load ``tensors`` into ``model`` after checking every name, shape and dtype against it."""
+def _load_checked(model: Autoencoder, tensors: dict[str, torch.Tensor], path: Path, *, half_ok: bool = False) -> None:
+    """Load ``tensors`` into ``model`` after checking every name, shape and dtype against it.
+    With ``half_ok``, float16/bfloat16 tensors are accepted for float32 ones and cast up."""
     expected = model.state_dict()
     missing = sorted(set(expected) - set(tensors))
     extra = sorted(set(tensors) - set(expected))
@@ -225,6 +236,8 @@ def _load_checked(model: Autoencoder, tensors: dict[str, torch.Tensor], path: Pa
         )
     for name, ref in expected.items():
         got = tensors[name]
+        if half_ok and got.dtype in HALF_DTYPES and ref.dtype == torch.float32:
+            got = tensors[name] = got.float()
         if got.shape != ref.shape or got.dtype != ref.dtype:
             raise AekitError(
                 f"{path}: tensor {name} is {got.dtype} {tuple(got.shape)}, "

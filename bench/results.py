@@ -1,0 +1,463 @@
+"""Every family on MNIST and Fashion-MNIST, against PCA and published figures: docs/results.md.
+
+    python bench/results.py                    # train what has no weights yet, evaluate all, write the table
+    python bench/results.py --evaluate-only    # re-check the table from the committed weights (no training)
+    python bench/results.py --only mnist/vae   # the runs whose dataset/name starts with this
+    python bench/results.py --retrain          # train again even where weights exist
+
+Each run is trained by the `aekit train` command recorded in its row, into a scratch folder; its weights
+(half precision, so each file stays small) and config are kept under ``bench/weights/<dataset>/<run>/``
+with the training curve. Evaluation reads only those files, so ``--evaluate-only`` reproduces the table.
+Writes ``bench/results/results.json`` (a list of rows: dataset, family, arch, latent_dim, train_seconds,
+command, metrics; published figures have ``"published": true``), ``bench/results/results_targets.json``
+(each target of the issue, met or not) and ``docs/results.md``.
+
+Protocol (the same for every row, PCA included):
+- test metrics on the full official test set (10,000 images);
+- linear probe (standardised codes, logistic regression) and 5-NN fitted on all 60,000 training codes;
+- denoising: Gaussian noise sigma = 0.5 clipped to [0, 1], seed 0, PSNR of the output against the clean image;
+- Fréchet distance of 10,000 samples to the test set in the feature space of aekit's per-dataset classifier;
+  a VAE samples its prior, a plain AE a full-covariance Gaussian fitted to its training codes;
+- likelihoods (MNIST, the rows marked "binarized"): trained on dynamically binarized images, tested on one
+  fixed seeded binarization of the test set, IW-NLL with K = 5000 (Burda et al. 2015).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+WEIGHTS = HERE / "weights"
+RESULTS_JSON = HERE / "results" / "results.json"
+TARGETS_JSON = HERE / "results" / "results_targets.json"
+CLASSIFIERS = HERE / "results" / "tmp"  # the Fréchet feature classifiers, trained once per dataset (not committed)
+RESULTS_MD = REPO / "docs" / "results.md"
+DATASETS = ("mnist", "fashion-mnist")
+NOISE = 0.5  # the DAE's training noise and the denoising test level
+SEED = 0
+KEPT_FILES = ("config.json", "model.safetensors", "metrics.jsonl")
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    """One run of the suite: what ``aekit train`` is asked to do."""
+
+    dataset: str
+    family: str
+    arch: str
+    latent_dim: int
+    epochs: int
+    options: tuple[tuple[str, str], ...] = ()  # extra CLI options, in order
+    tag: str = ""  # distinguishes runs of the same family/arch/latent (e.g. "bin")
+
+    @property
+    def name(self) -> str:
+        return f"{self.family}-{self.arch}-{self.latent_dim}" + (f"-{self.tag}" if self.tag else "")
+
+    @property
+    def key(self) -> str:
+        return f"{self.dataset}/{self.name}"
+
+    @property
+    def binarized(self) -> bool:
+        return ("--binarize", "dynamic") in self.options
+
+    def command(self, out: str) -> list[str]:
+        args = ["aekit", "train", "--model", self.family, "--arch", self.arch, "--data", self.dataset,
+                "--latent-dim", str(self.latent_dim), "--epochs", str(self.epochs), "--seed", str(SEED)]
+        for option, value in self.options:
+            args += [option, value]
+        return args + ["--out", out]
+
+
+def suite() -> list[Spec]:
+    specs = []
+    for data in DATASETS:
+        for arch, epochs in (("mlp", 30), ("conv", 10)):
+            specs += [
+                Spec(data, "ae", arch, 32, epochs),
+                Spec(data, "dae", arch, 32, epochs, (("--noise-std", str(NOISE)),)),
+                Spec(data, "sae", arch, 32, epochs, (("--sparsity", "kl"), ("--sparsity-target", "0.05"))),
+                Spec(data, "vae", arch, 32, epochs),
+            ]
+    # likelihood rows, MNIST only: the literature's protocol; the VAE at its own size
+    binarize = (("--binarize", "dynamic"),)
+    specs += [
+        Spec("mnist", "vae", "mlp", 50, 100, binarize + (("--hidden", "500,500"),), tag="bin"),
+        Spec("mnist", "vae", "conv", 32, 15, binarize, tag="bin"),
+    ]
+    return specs
+
+
+# Published figures, MNIST test set. Each row: what it is, the number, where it comes from.
+PUBLISHED = [
+    {"dataset": "mnist", "family": "ae", "arch": "mlp (784-1000-500-250-30, RBM-pretrained)", "latent_dim": 30,
+     "metrics": {"mse_ratio_to_pca": 0.22},
+     "source": "Hinton & Salakhutdinov (2006), Science 313:504, Fig. 2: deep autoencoder vs PCA, 30-d codes"},
+    {"dataset": "mnist", "family": "vae", "arch": "mlp, 1 stochastic layer (50-d)", "latent_dim": 50,
+     "metrics": {"iw_nll_nats": 86.76},
+     "source": "Burda, Grosse & Salakhutdinov (2015), Importance Weighted Autoencoders, Table 1 (VAE, k=1)"},
+    {"dataset": "mnist", "family": "vae", "arch": "mlp, 2 stochastic layers (IWAE, k=50)", "latent_dim": 50,
+     "metrics": {"iw_nll_nats": 82.90},
+     "source": "Burda, Grosse & Salakhutdinov (2015), Table 1 (IWAE, 2 layers, k=50)"},
+    {"dataset": "mnist", "family": "vae", "arch": "mlp (pythae benchmark, static binarization)", "latent_dim": 16,
+     "metrics": {"iw_nll_nats": 89.78},
+     "source": "Chadebec et al. (2022), pythae: Unifying Generative Autoencoders in Python, Table 2"},
+]
+
+# What the suite must show (issue: "Results that hold up"). Each check reads rows of results.json.
+PCA_MSE_FACTOR_AE = 0.25
+TARGETS = {
+    "ae_mse": "AE 32-d test MSE <= 0.25 x PCA-32's",
+    "dae_psnr": "DAE sigma=0.5: denoised PSNR >= 20.5 dB",
+    "sae_rate": "SAE (KL, rho=0.05): mean activation within +-20% of rho",
+    "sae_mse": "SAE MSE <= 1.25 x the AE's (same arch, 32-d)",
+    "probe": "some family's 32-d codes: linear probe >= 95%",
+    "knn": "some family's 32-d codes: 5-NN >= 97.6%",
+    "vae_mlp_nll": "MLP VAE, 1 stochastic layer: IW-NLL (K=5000) <= 86.0 nats",
+    "vae_conv_nll": "conv VAE: IW-NLL (K=5000) <= 83.0 nats",
+    "generation": "VAE Fréchet distance <= 0.5 x the plain AE's",
+    "fashion_pca": "Fashion-MNIST: every family beats PCA-32 on MSE",
+}
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def train(spec: Spec, data_dir: str, log) -> None:
+    """Run the spec's `aekit train` command in a scratch folder; keep config, half-precision weights and curve."""
+    import torch
+
+    import aekit
+    from aekit import checkpoint as ckpt
+
+    target = WEIGHTS / spec.dataset / spec.name
+    scratch = Path(tempfile.mkdtemp(prefix="aekit-results-"))
+    try:
+        out = scratch / spec.name
+        cmd = spec.command(str(out))
+        log(f"training {spec.key}: {' '.join(cmd[:-2])}")
+        env = dict(os.environ, AEKIT_DATA=data_dir)
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "aekit", *cmd[1:], "--quiet"], check=True, env=env)
+        log(f"  {time.perf_counter() - t0:.0f} s")
+        model = aekit.load(out)
+        ckpt.save_model(out, model, model.epoch, dtype=torch.float16)
+        if target.exists():
+            shutil.rmtree(target)
+        target.mkdir(parents=True)
+        for name in KEPT_FILES:
+            shutil.copy2(out / name, target / name)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def load_splits(dataset: str, data_dir: str, binarize: str = "none"):
+    from aekit.data import load_dataset
+
+    return load_dataset(dataset, data_dir=data_dir, binarize=binarize, progress=False)
+
+
+def probe(train_x, train_y, test_x, test_y) -> dict:
+    from aekit.evaluate import representation_metrics
+
+    r = representation_metrics({"f": (train_x, test_x)}, train_y, test_y, max_train=len(train_y), seed=SEED)
+    return {"linear_probe_acc": r["f"]["linear_probe_accuracy"], "knn5_acc": r["f"]["knn_accuracy"]}
+
+
+def evaluate_run(spec: Spec, splits, classifier, iw_samples: int, iw_limit: int | None, log) -> dict:
+    """The table's metrics for one run, from its committed files only."""
+    import aekit
+    ev = importlib.import_module("aekit.evaluate")  # the package's aekit.evaluate is the function
+
+    model = aekit.load(WEIGHTS / spec.dataset / spec.name)
+    test, train = splits.test, splits.train
+    m: dict = {}
+    r = ev.reconstruction_metrics(model, test.images)
+    m.update(mse=r["mse_per_pixel"], psnr=r["psnr_db"], ssim=r["ssim"])
+    m.update(probe(model.embed(train.images).numpy(), train.labels.numpy(),
+                   model.embed(test.images).numpy(), test.labels.numpy()))
+    den = ev.denoising_metrics(model, test.images, levels=(NOISE,), seed=SEED)["levels"][0]
+    m["denoised_psnr"] = den["psnr_denoised_db"]
+    if model.config.code_activation == "sigmoid":
+        s = ev.sparsity_metrics(model.embed(test.images), 0.05)
+        m["mean_activation"] = s["mean_activation"]
+    if classifier is not None and not spec.binarized:
+        g = ev.generation_metrics(model, splits, classifier, seed=SEED)
+        m["frechet"] = g["frechet_classifier_distance"]
+        m["frechet_diagonal"] = g["frechet_diagonal_gaussian"]
+    if model.is_variational and spec.binarized:
+        images = test.images if iw_limit is None else test.images[:iw_limit]
+        t0 = time.perf_counter()
+        objective = model.run_config.objective
+        log_px, elbo = ev.importance_weighted_log_likelihood(
+            model.encode, model.decode, ev.log_likelihood_fn(objective.likelihood, objective.gaussian_std),
+            images, iw_samples, seed=SEED,
+        )
+        m.update(iw_nll_nats=float(-log_px.mean()), iw_nll_stderr=float(log_px.std() / len(log_px) ** 0.5),
+                 neg_elbo_nats=float(-elbo.mean()), iw_k=iw_samples, iw_test_images=len(images))
+        log(f"  IW-NLL K={iw_samples} on {len(images)} images: {time.perf_counter() - t0:.0f} s")
+    return m
+
+
+def pca_row(dataset: str, splits) -> dict:
+    import numpy as np
+    import torch
+
+    ev = importlib.import_module("aekit.evaluate")  # the package's aekit.evaluate is the function
+    pca = ev.fit_pca(splits.train.images, 32, seed=SEED, max_train=len(splits.train))
+    p = ev.pca_metrics(pca, splits.test.images)
+    m = {"mse": p["mse_per_pixel"], "psnr": p["psnr_db"], "ssim": p["ssim"]}
+    train_codes, test_codes = ev._pca_codes(pca, splits.train.images, splits.test.images)
+    m.update(probe(train_codes, splits.train.labels.numpy(), test_codes, splits.test.labels.numpy()))
+    clean = ev._unit(splits.test.images)
+    noise = torch.randn(clean.shape, generator=torch.Generator().manual_seed(SEED))
+    noisy = (clean + NOISE * noise).clamp(0, 1)
+    with ev.single_threaded():
+        projected = pca.inverse_transform(pca.transform(noisy.flatten(1).numpy()))
+    denoised = torch.from_numpy(np.clip(projected, 0, 1).astype(np.float32)).reshape(clean.shape)
+    m["noisy_psnr"] = float(ev.psnr_per_image(noisy, clean).mean())
+    m["denoised_psnr"] = float(ev.psnr_per_image(denoised, clean).mean())
+    return {"dataset": dataset, "family": "pca", "arch": "linear", "latent_dim": 32, "train_seconds": None,
+            "command": f"sklearn PCA(32) on the {len(splits.train)} training images", "metrics": m}
+
+
+def row(spec: Spec, metrics: dict) -> dict:
+    from aekit import checkpoint as ckpt
+
+    curve = ckpt.read_jsonl(WEIGHTS / spec.dataset / spec.name / "metrics.jsonl")
+    seconds = sum(r["epoch_seconds"] for r in curve)
+    return {"dataset": spec.dataset, "family": spec.family, "arch": spec.arch, "latent_dim": spec.latent_dim,
+            "run": spec.name, "binarized": spec.binarized, "epochs": len(curve), "seed": SEED,
+            "train_seconds": round(seconds, 1), "command": " ".join(spec.command(f"runs/{spec.name}")),
+            "weights": f"bench/weights/{spec.dataset}/{spec.name}", "metrics": metrics}
+
+
+# ----------------------------------------------------------------------------- targets
+
+
+def check_targets(rows: list[dict]) -> list[dict]:
+    """Each target: its best value in the table, pass or fail (None when the rows it needs are missing)."""
+
+    def find(dataset, family, arch=None, binarized=False, latent=32):
+        for r in rows:
+            if (r["dataset"], r["family"]) == (dataset, family) and r.get("binarized", False) == binarized \
+                    and (arch is None or r["arch"] == arch) and (family == "pca" or r["latent_dim"] == latent):
+                return r
+        return None
+
+    def metric(r, name):
+        return None if r is None else r["metrics"].get(name)
+
+    out = []
+
+    def add(key, value, ok, detail=""):
+        out.append({"target": key, "what": TARGETS[key], "value": value,
+                    "met": None if ok is None else bool(ok), "detail": detail})
+
+    pca = find("mnist", "pca")
+    aes = [r for a in ("mlp", "conv") if (r := find("mnist", "ae", a))]
+    if pca and aes:
+        best = min(aes, key=lambda r: r["metrics"]["mse"])
+        ratio = best["metrics"]["mse"] / pca["metrics"]["mse"]
+        add("ae_mse", round(ratio, 3), ratio <= PCA_MSE_FACTOR_AE, f"{best['run']}: MSE {best['metrics']['mse']:.4f}")
+    else:
+        add("ae_mse", None, None)
+    daes = [r for a in ("mlp", "conv") if (r := find("mnist", "dae", a))]
+    best = max(daes, key=lambda r: r["metrics"]["denoised_psnr"]) if daes else None
+    add("dae_psnr", metric(best, "denoised_psnr"), best and best["metrics"]["denoised_psnr"] >= 20.5,
+        best["run"] if best else "")
+    rate_ok, both_ok, details = [], [], []  # per backbone: the rate alone; the rate and the MSE together
+    for a in ("mlp", "conv"):
+        sae, ae = find("mnist", "sae", a), find("mnist", "ae", a)
+        if sae:
+            rate = sae["metrics"]["mean_activation"]
+            rate_ok.append(abs(rate - 0.05) <= 0.01)
+            details.append(f"{sae['run']}: rate {rate:.4f}")
+            if ae:
+                ratio = sae["metrics"]["mse"] / ae["metrics"]["mse"]
+                both_ok.append(rate_ok[-1] and ratio <= 1.25)
+                details.append(f"MSE {ratio:.2f} x AE")
+    add("sae_rate", "; ".join(details), any(rate_ok) if rate_ok else None)
+    add("sae_mse", "; ".join(details), any(both_ok) if both_ok else None)
+    coded = [r for r in rows if r["dataset"] == "mnist" and r["family"] != "pca" and r["latent_dim"] == 32
+             and not r.get("binarized")]
+    for key, name, bound in (("probe", "linear_probe_acc", 0.95), ("knn", "knn5_acc", 0.976)):
+        best = max(coded, key=lambda r: r["metrics"][name]) if coded else None
+        add(key, metric(best, name), best and best["metrics"][name] >= bound, best["run"] if best else "")
+    for key, arch, bound in (("vae_mlp_nll", "mlp", 86.0), ("vae_conv_nll", "conv", 83.0)):
+        r = next((r for r in rows if r["dataset"] == "mnist" and r["family"] == "vae" and r["arch"] == arch
+                  and r.get("binarized")), None)
+        nll = metric(r, "iw_nll_nats")
+        add(key, nll, None if nll is None else nll <= bound,
+            f"{r['run']}, {r['metrics']['iw_test_images']} test images" if r else "")
+    gens = []
+    for a in ("mlp", "conv"):
+        vae, ae = find("mnist", "vae", a), find("mnist", "ae", a)
+        if vae and ae and metric(vae, "frechet") and metric(ae, "frechet"):
+            gens.append((vae["metrics"]["frechet"] / ae["metrics"]["frechet"], a))
+    best = min(gens) if gens else None
+    add("generation", round(best[0], 3) if best else None, best and best[0] <= 0.5,
+        f"{best[1]}: VAE/AE Fréchet ratio" if best else "")
+    fpca = find("fashion-mnist", "pca")
+    fashion = [r for r in rows if r["dataset"] == "fashion-mnist" and r["family"] != "pca"]
+    if fpca and fashion:
+        losers = [r["run"] for r in fashion if r["metrics"]["mse"] >= fpca["metrics"]["mse"]]
+        add("fashion_pca", f"{len(fashion) - len(losers)}/{len(fashion)} beat PCA", not losers,
+            ("not: " + ", ".join(losers)) if losers else "")
+    else:
+        add("fashion_pca", None, None)
+    return out
+
+
+# ----------------------------------------------------------------------------- output
+
+
+def _f(value, spec: str) -> str:
+    return "—" if value is None else format(value, spec)
+
+
+def write_markdown(rows: list[dict], targets: list[dict], meta: dict) -> None:
+    lines = [
+        "# Results",
+        "",
+        "Every family on the MNIST and Fashion-MNIST test sets, next to PCA and published figures.",
+        f"Made by `python bench/results.py` ({meta['date']}); `python bench/results.py --evaluate-only` re-checks",
+        f"every number from the committed weights in `bench/weights/` ({meta['evaluate_seconds']:.0f} s for this run).",
+        f"Training times are wall-clock on {meta['machine']}, summed over epochs.",
+        "",
+        "Protocol: see the docstring of `bench/results.py` — full test sets; probes fitted on all 60,000 training",
+        "codes; denoising at σ = 0.5 (clipped), seed 0; Fréchet distance of 10,000 samples in the feature space of",
+        "aekit's per-dataset classifier (a VAE samples its prior, a plain AE a full-covariance Gaussian fitted to",
+        "its codes; *diag.* fits a diagonal Gaussian instead); likelihood rows are trained on dynamically",
+        "binarized MNIST and tested on one fixed seeded binarization, IW-NLL with K = 5000.",
+        "",
+        "## What the suite must show",
+        "",
+        "| target | result | met |",
+        "|---|---|---|",
+    ]
+    for t in targets:
+        value = t["value"]
+        shown = _f(value, ".4g") if isinstance(value, float) else ("—" if value is None else str(value))
+        met = {True: "yes", False: "**no**", None: "not run"}[t["met"]]
+        lines.append(f"| {t['what']} | {shown}{' (' + t['detail'] + ')' if t['detail'] else ''} | {met} |")
+    for dataset in DATASETS:
+        ds_rows = [r for r in rows if r["dataset"] == dataset]
+        if not ds_rows:
+            continue
+        lines += ["", f"## {dataset}", "",
+                  ("| run | MSE | PSNR dB | SSIM | probe | 5-NN | denoised σ=.5 dB | mean act. | Fréchet (diag.) "
+                  "| IW-NLL nats | train s |"),
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in ds_rows:
+            m = r["metrics"]
+            name = "PCA-32" if r["family"] == "pca" else r["run"] + (" (binarized)" if r.get("binarized") else "")
+            frechet = "—" if m.get("frechet") is None else f"{m['frechet']:.1f} ({m['frechet_diagonal']:.1f})"
+            lines.append(
+                f"| {name} | {_f(m.get('mse'), '.4f')} | {_f(m.get('psnr'), '.2f')} | {_f(m.get('ssim'), '.3f')} "
+                f"| {_f(m.get('linear_probe_acc'), '.2%')} | {_f(m.get('knn5_acc'), '.2%')} "
+                f"| {_f(m.get('denoised_psnr'), '.2f')} | {_f(m.get('mean_activation'), '.4f')} | {frechet} "
+                f"| {_f(m.get('iw_nll_nats'), '.2f')} | {_f(r.get('train_seconds'), '.0f')} |"
+            )
+    lines += ["", "## Published figures (MNIST)", "", "| model | figure | source |", "|---|---|---|"]
+    for p in PUBLISHED:
+        figure = ", ".join(f"{k} {v}" for k, v in p["metrics"].items())
+        lines.append(f"| {p['family'].upper()} {p['arch']} | {figure} | {p['source']} |")
+    lines += ["", "## Commands", "", "Each run, exactly as trained (seed 0; `--data-dir` was the local copy of the data):", ""]
+    lines += [f"- `{r['command']}`" for r in rows if r["family"] != "pca"]
+    RESULTS_MD.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS_MD.write_text("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    global WEIGHTS
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data"))
+    parser.add_argument("--evaluate-only", action="store_true", help="no training: evaluate the committed weights")
+    parser.add_argument("--retrain", action="store_true", help="train again even where weights exist")
+    parser.add_argument("--train-only", action="store_true", help="train what is missing, evaluate nothing")
+    parser.add_argument("--only", default=None, help="only the runs whose dataset/name starts with this")
+    parser.add_argument("--iw-samples", type=int, default=5000)
+    parser.add_argument("--conv-iw-limit", type=int, default=250,
+                        help="test images for the conv VAE's IW-NLL (its decoder costs ~7x the MLP's per image; "
+                             "the full test set at K=5000 would take about 2 hours here)")
+    parser.add_argument("--no-write", action="store_true", help="print, do not write results.json / results.md")
+    parser.add_argument("--weights", default=str(WEIGHTS), help="where the runs' weights live (default bench/weights)")
+    parser.add_argument("--epochs", type=int, default=None, help="override every run's epochs (smoke tests)")
+    args = parser.parse_args()
+    WEIGHTS = Path(args.weights)
+    sys.path.insert(0, str(REPO / "src"))
+    import torch
+
+    from aekit.cpu import tune_cpu
+    from aekit.frechet import load_or_train_classifier
+
+    tune_cpu()
+    torch.set_num_threads(os.cpu_count() or 1)
+    log = lambda message: print(message, flush=True)
+    specs = [s for s in suite() if args.only is None or s.key.startswith(args.only)]
+    if args.epochs is not None:
+        specs = [dataclasses.replace(s, epochs=args.epochs) for s in specs]
+    if not args.evaluate_only:
+        for spec in specs:
+            if args.retrain or not (WEIGHTS / spec.dataset / spec.name / "model.safetensors").exists():
+                train(spec, args.data_dir, log)
+    if args.train_only:
+        return
+    t0 = time.perf_counter()
+    rows: list[dict] = []
+    for dataset in DATASETS:
+        ds_specs = [s for s in specs if s.dataset == dataset]
+        if not ds_specs and args.only is not None:
+            continue
+        splits = load_splits(dataset, args.data_dir)
+        log(f"{dataset}: PCA-32")
+        rows.append(pca_row(dataset, splits))
+        classifier, _ = load_or_train_classifier(dataset, splits.train, splits.test, data_dir=CLASSIFIERS, log=log)
+        binarized = None
+        for spec in ds_specs:
+            if not (WEIGHTS / spec.dataset / spec.name / "model.safetensors").exists():
+                log(f"{spec.key}: no weights, skipped")
+                continue
+            log(f"evaluating {spec.key}")
+            if spec.binarized:
+                binarized = binarized or load_splits(dataset, args.data_dir, "dynamic")
+            limit = args.conv_iw_limit if spec.arch == "conv" else None
+            metrics = evaluate_run(spec, binarized if spec.binarized else splits, classifier,
+                                   args.iw_samples, limit, log)
+            rows.append(row(spec, metrics))
+            log("  " + json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}))
+    seconds = time.perf_counter() - t0
+    targets = check_targets(rows)
+    for t in targets:
+        log(f"{'MET ' if t['met'] else 'open' if t['met'] is None else 'MISS'}  {t['what']}: {t['value']} {t['detail']}")
+    log(f"evaluation took {seconds:.0f} s")
+    if args.no_write:
+        return
+    meta = {"date": time.strftime("%Y-%m-%d"), "evaluate_seconds": seconds,
+            "machine": f"{os.cpu_count()} CPU cores, torch {torch.__version__}"}
+    RESULTS_JSON.parent.mkdir(parents=True, exist_ok=True)
+    published = [{**p, "train_seconds": None, "command": None, "published": True} for p in PUBLISHED]
+    RESULTS_JSON.write_text(json.dumps(rows + published, indent=1) + "\n")
+    TARGETS_JSON.write_text(json.dumps({"meta": meta, "targets": targets}, indent=1) + "\n")
+    write_markdown(rows, targets, meta)
+    log(f"wrote {RESULTS_JSON.relative_to(REPO)} and {RESULTS_MD.relative_to(REPO)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""bench/results.py: the suite's targets are judged correctly, and the committed table is well formed."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def results():
+    spec = importlib.util.spec_from_file_location("bench_results", REPO / "bench" / "results.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_results"] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules["bench_results"]
+
+
+def _row(dataset, family, arch, run=None, latent=32, binarized=False, **metrics):
+    return {"dataset": dataset, "family": family, "arch": arch, "latent_dim": latent, "binarized": binarized,
+            "run": run or f"{family}-{arch}-{latent}", "metrics": metrics}
+
+
+def test_targets_are_judged_from_the_rows(results):
+    rows = [
+        _row("mnist", "pca", "linear", mse=0.0152, linear_probe_acc=0.90, knn5_acc=0.976),
+        _row("mnist", "ae", "mlp", mse=0.0050, linear_probe_acc=0.93, knn5_acc=0.97, frechet=100.0),
+        _row("mnist", "ae", "conv", mse=0.0030, linear_probe_acc=0.96, knn5_acc=0.975, frechet=80.0),
+        _row("mnist", "dae", "mlp", mse=0.01, denoised_psnr=20.6, linear_probe_acc=0.9, knn5_acc=0.9),
+        _row("mnist", "sae", "mlp", mse=0.0060, mean_activation=0.058, linear_probe_acc=0.9, knn5_acc=0.9),
+        _row("mnist", "vae", "mlp", mse=0.02, frechet=45.0, linear_probe_acc=0.9, knn5_acc=0.9),
+        _row("mnist", "vae", "mlp", latent=50, binarized=True, run="vae-mlp-50-bin", iw_nll_nats=87.2,
+             iw_test_images=10000),
+        _row("fashion-mnist", "pca", "linear", mse=0.011),
+        _row("fashion-mnist", "ae", "mlp", mse=0.008),
+        _row("fashion-mnist", "sae", "mlp", mse=0.012),
+    ]
+    got = {t["target"]: t for t in results.check_targets(rows)}
+    assert got["ae_mse"]["met"] is True and got["ae_mse"]["value"] == pytest.approx(0.0030 / 0.0152, abs=1e-3)
+    assert got["dae_psnr"]["met"] is True
+    assert got["sae_rate"]["met"] is True  # 0.058 is within 20% of 0.05
+    assert got["sae_mse"]["met"] is True  # 0.006 / 0.005 = 1.2
+    assert got["probe"]["met"] is True and got["knn"]["met"] is False  # 97.5% < 97.6%
+    assert got["vae_mlp_nll"]["met"] is False and got["vae_mlp_nll"]["value"] == 87.2
+    assert got["vae_conv_nll"]["met"] is None  # no such row: not run, not failed
+    assert got["generation"]["met"] is True  # 45 / 100
+    assert got["fashion_pca"]["met"] is False and "sae-mlp-32" in got["fashion_pca"]["detail"]
+
+    rows[4]["metrics"]["mean_activation"] = 0.07  # 40% off the target rate
+    got = {t["target"]: t for t in results.check_targets(rows)}
+    assert got["sae_rate"]["met"] is False and got["sae_mse"]["met"] is False
+
+
+def test_every_run_of_the_suite_has_a_distinct_folder_and_a_runnable_command(results):
+    specs = results.suite()
+    assert len({s.key for s in specs}) == len(specs)
+    for s in specs:
+        cmd = s.command("runs/x")
+        assert cmd[:2] == ["aekit", "train"] and cmd[-2:] == ["--out", "runs/x"]
+        assert "--seed" in cmd and s.dataset in cmd
+    families = {(s.dataset, s.family, s.arch) for s in specs if s.latent_dim == 32 and not s.binarized}
+    assert len(families) == 2 * 4 * 2  # both datasets x four families x both backbones
+
+
+def test_the_committed_table_is_well_formed():
+    path = REPO / "bench" / "results" / "results.json"
+    if not path.exists():
+        pytest.skip("bench/results.py has not written results.json")
+    rows = json.loads(path.read_text())
+    assert isinstance(rows, list) and rows
+    allowed = {"mse", "psnr", "ssim", "linear_probe_acc", "knn5_acc", "iw_nll_nats", "frechet", "mean_activation",
+               "denoised_psnr"}
+    for r in rows:
+        for key in ("dataset", "family", "arch", "latent_dim", "train_seconds", "command", "metrics"):
+            assert key in r, (key, r.get("run"))
+        assert r["dataset"] in ("mnist", "fashion-mnist")
+        assert r["family"] in ("pca", "ae", "dae", "sae", "vae")
+        if not r.get("published"):
+            assert set(r["metrics"]) & allowed
+            assert all(isinstance(v, (int, float)) for k, v in r["metrics"].items() if k in allowed)
+    assert {r["family"] for r in rows if r["dataset"] == "mnist"} >= {"pca"}

@@ -20,6 +20,7 @@ EXAMPLES = """examples:
   aekit sample runs/vae-mlp-mnist-5k-1 -n 64 -o samples.png
   aekit denoise runs/dae-conv-mnist-1 mnist --noise-std 0.5 --limit 32 -o denoised/
   aekit report runs/vae-mlp-mnist-5k-1                # metrics + figures in runs/.../report.html
+  aekit serve --pretrained mnist-vae --data mnist-5k  # explore the latent space at http://127.0.0.1:8000/
 """
 
 
@@ -141,6 +142,16 @@ def build_parser() -> argparse.ArgumentParser:
     x = verbs.add_parser("export", help="export a run to ONNX: encoder.onnx, decoder.onnx, preprocessing.json")
     x.add_argument("run", metavar="RUN", help="a run folder")
     x.add_argument("--onnx", required=True, metavar="DIR", help="folder for the ONNX files (created if missing)")
+
+    v = verbs.add_parser("serve", help="explore the latent space in the browser (a local web app)")
+    v.add_argument("run", metavar="RUN", help="a run folder")
+    v.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 opens it to the network)")
+    v.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000; 0 picks a free one)")
+    v.add_argument("--data", default=None, help="map this dataset's test split instead of the run's")
+    v.add_argument("--data-dir", default=None, help="root of named datasets (default: the run's)")
+    v.add_argument("--limit", type=int, default=None, metavar="N",
+                   help="map only the first N test images (default all, at most 10,000)")
 
     _measure_parsers(verbs)
     _accept_pretrained(verbs)  # keep last: every verb with a RUN also takes --pretrained NAME
@@ -304,6 +315,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .export import export_onnx
 
             _print_result(export_onnx(model, args.onnx))
+        elif args.verb == "serve":
+            from .serve import serve
+
+            serve(model, host=args.host, port=args.port, data=args.data, data_dir=args.data_dir, limit=args.limit,
+                  log=_err)
         return 0
     except Interrupted as err:
         print(f"aekit: {err}", file=sys.stderr)

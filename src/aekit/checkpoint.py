@@ -206,7 +206,7 @@ def save_model(run_dir: Path, model: Autoencoder, epoch: int, *, dtype: torch.dt
     if dtype is not None and dtype not in HALF_DTYPES:
         raise AekitError(f"weights can be stored as float16 or bfloat16, not {dtype}")
     state = {
-        k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().contiguous()
+        k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu().contiguous()
         for k, v in model.state_dict().items()
     }
     meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "epoch": str(epoch)}
@@ -298,12 +298,14 @@ def save_state(
     its shuffle) and the running loss sums.
     """
     opt = optimizer.state_dict()
-    tensors: dict[str, torch.Tensor] = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
+    tensors: dict[str, torch.Tensor] = {
+        f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()
+    }
     tensors["rng.generator"] = generator.get_state()
     tensors["rng.torch"] = torch.get_rng_state()
     for index, slots in opt["state"].items():
         for key, value in slots.items():
-            tensors[f"optim.{index}.{key}"] = torch.as_tensor(value).detach().clone().contiguous()
+            tensors[f"optim.{index}.{key}"] = torch.as_tensor(value).detach().cpu().clone().contiguous()
     progress = dict(progress or {})
     if "epoch_rng" in progress:
         tensors["rng.epoch_start"] = progress.pop("epoch_rng")

@@ -6,12 +6,13 @@ Errors a user can cause are printed as one line on stderr with exit status 2.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from .config import ARCHS, FAMILIES
-from .errors import AekitError, Interrupted
+from .errors import AekitError, Interrupted, ReportedElsewhere
 
 EXAMPLES = """examples:
   aekit train --model vae --epochs 10                 # VAE on the embedded 5k MNIST digits
@@ -102,7 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--sparsity-weight", type=float, default=None, help="weight of the sparsity penalty (default 10 for sae, else 1)")
     t.add_argument("--sparsity-target", type=float, default=None, help="target activation rho for kl sparsity (default 0.05)")
     t.add_argument("--epochs", type=int, default=None, help="passes over the training images (default 10)")
-    t.add_argument("--batch-size", type=int, default=None, help="images per optimisation step (default 128)")
+    t.add_argument("--batch-size", type=int, default=None,
+                   help="images per optimisation step (default 128); under torchrun the global batch: each of N "
+                        "processes takes batch-size / N, so it must be a multiple of N")
     t.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 1e-3)")
     t.add_argument("--weight-decay", type=float, default=None, help="Adam L2 weight decay (default 0)")
     t.add_argument("--grad-clip", type=float, default=None, help="clip the gradient norm (default 0: off)")
@@ -115,6 +118,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--force", action="store_true", help="replace a run already in --out")
     t.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
     t.add_argument("--report", action="store_true", help="evaluate the run and write RUN/report.html at the end")
+    t.add_argument("--stream", action="store_true",
+                   help="read a .npy file or an image folder batch by batch instead of holding it in memory "
+                        "(default: only when it would take more than half of the available memory)")
+    t.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="processes decoding a streamed image folder ahead of training (default: the cores, 1 to 4)")
+    t.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="train on the CPU or a GPU (default auto: this process's GPU when there is one); "
+                        "under torchrun: gloo on CPUs, nccl on GPUs")
 
     e = verbs.add_parser("encode", help="save the codes of images (posterior means for a VAE)")
     _run_and_input(e)
@@ -189,6 +200,8 @@ def _measure(args: argparse.Namespace) -> None:
             args.run_dir, data=args.data, data_dir=args.data_dir, limit=args.limit, seed=args.seed or 0,
             iw_samples=IW_SAMPLES if args.iw_samples is None else args.iw_samples, progress=not args.quiet, log=log,
         )
+        if not _is_main():  # under torchrun, rank 0 speaks
+            return
         print(format_table(metrics))
         print(f"metrics: {Path(args.run_dir) / 'metrics.json'}")
     elif args.verb == "report":
@@ -260,12 +273,34 @@ def _train(args: argparse.Namespace) -> None:
         )
     }
     model = train(args.model, out=args.out, resume=args.resume, force=args.force,
-                  progress=not args.quiet, log=None if args.quiet else _err, **options)
+                  progress=not args.quiet, log=None if args.quiet else _err, stream=args.stream or None,
+                  workers=args.workers, device=args.device, **options)
+    if not _is_main():  # under torchrun, rank 0 speaks and writes
+        return
     print(f"run folder: {model.run_dir}")
     if args.report:
         from .report import report
 
         print(f"report: {report(model.run_dir, progress=not args.quiet, log=None if args.quiet else _err)}")
+
+
+DISTRIBUTED_VERBS = ("train", "evaluate")
+
+
+def _check_processes(args: argparse.Namespace) -> None:
+    """Under torchrun only train and evaluate (without --report) have work to share out."""
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) == 1:
+        return
+    if args.verb not in DISTRIBUTED_VERBS or getattr(args, "report", False):
+        what = "train --report" if args.verb == "train" else args.verb
+        message = (f"aekit {what} runs in one process, not under torchrun: only train and evaluate use several "
+                   f"processes (then run aekit report on the run)")
+        raise AekitError(message) if _is_main() else ReportedElsewhere(message)
+
+
+def _is_main() -> bool:
+    """Rank 0 of a torchrun job, or a process on its own (RANK unset)."""
+    return os.environ.get("RANK", "0") == "0"
 
 
 def _err(message: str) -> None:
@@ -290,6 +325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exit_:  # --help, --version, or a usage error already printed as one line
         return int(exit_.code or 0)
     try:
+        _check_processes(args)
         if args.verb == "train":
             _train(args)
             return 0
@@ -322,10 +358,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                   log=_err)
         return 0
     except Interrupted as err:
-        print(f"aekit: {err}", file=sys.stderr)
+        if not isinstance(err, ReportedElsewhere) and _is_main():
+            print(f"aekit: {err}", file=sys.stderr)
         return 130
     except AekitError as err:
-        print(f"aekit: error: {err}", file=sys.stderr)
+        if not isinstance(err, ReportedElsewhere):  # under torchrun: the process that failed says why
+            print(f"aekit: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("aekit: interrupted", file=sys.stderr)

@@ -16,3 +16,7 @@ class Interrupted(AekitError):
 
 class AekitWarning(UserWarning):
     """Something aekit fixed for you but you should know about (the CLI prints it as one line)."""
+
+
+class ReportedElsewhere(AekitError):
+    """Raised on the other processes of a torchrun job when one of them failed: that one reports the error."""

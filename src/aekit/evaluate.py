@@ -12,6 +12,11 @@ Groups (each returns a JSON-ready dict; :func:`evaluate` skips what does not app
 * ``generation``       Fréchet distance of samples to the test set in a small classifier's features.
 
 ``evaluate_run`` loads a run's data and writes ``RUN/metrics.json`` atomically.
+
+Under torchrun (``torchrun --nproc-per-node N -m aekit evaluate RUN``) the two expensive groups,
+``reconstruction`` (SSIM) and the importance-weighted NLL of ``variational``, share the test images out
+over the processes and gather the per-image values, which are those of one process: the same numbers.
+Rank 0 computes the other groups alone and hands them to every rank; it alone writes ``metrics.json``.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import torch
 from . import checkpoint as ckpt
 from .cpu import tune_cpu
 from .data import Splits, load_dataset
+from .distributed import World, current, process_group
 from .errors import AekitError
 from .latent import standard_normal_log_prob
 from .model import Autoencoder
@@ -102,27 +108,34 @@ def single_threaded() -> Iterator[None]:
 
 
 @torch.inference_mode()
-def reconstruction_metrics(model: Autoencoder, images: torch.Tensor, batch_size: int = 500) -> dict[str, Any]:
+def reconstruction_metrics(
+    model: Autoencoder, images: torch.Tensor, batch_size: int = 500, *, world: World | None = None
+) -> dict[str, Any]:
     """How well the test images come back through the code (posterior mean for a VAE).
 
     ``bce_per_image_nats`` is the Bernoulli NLL of the mean reconstruction, summed over pixels,
-    whatever likelihood the run was trained with, so runs can be compared.
+    whatever likelihood the run was trained with, so runs can be compared. With a ``world`` of
+    several processes each scores its share of the batches and all gather every image's scores.
     """
     model.eval()
-    mse, bce, psnr, ssim = [], [], [], []
-    for start in range(0, len(images), batch_size):
-        x = model.prepare(images[start : start + batch_size])
+
+    def scores(start: int, stop: int) -> tuple[np.ndarray, ...]:
+        x = model.prepare(images[start:stop])
         logits = model.decode(model.encode(x).mode())  # (B, C, H, W)
         recon = torch.sigmoid(logits)
-        mse.append((recon - x).pow(2).flatten(1).mean(1).double().numpy())
-        bce.append(reconstruction_nll(logits, x, "bernoulli", 1.0).double().numpy())
-        psnr.append(psnr_per_image(recon, x))
-        ssim.append(ssim_per_image(recon, x))
+        return (
+            (recon - x).pow(2).flatten(1).mean(1).double().numpy(),
+            reconstruction_nll(logits, x, "bernoulli", 1.0).double().numpy(),
+            psnr_per_image(recon, x),
+            ssim_per_image(recon, x),
+        )
+
+    mse, bce, psnr, ssim = (world or World()).map_batches(scores, len(images), batch_size)
     return {
-        "mse_per_pixel": float(np.concatenate(mse).mean()),
-        "bce_per_image_nats": float(np.concatenate(bce).mean()),
-        "psnr_db": float(np.concatenate(psnr).mean()),
-        "ssim": _nan_to_none(float(np.concatenate(ssim).mean())),
+        "mse_per_pixel": float(mse.mean()),
+        "bce_per_image_nats": float(bce.mean()),
+        "psnr_db": float(psnr.mean()),
+        "ssim": _nan_to_none(float(ssim.mean())),
     }
 
 
@@ -145,6 +158,7 @@ def importance_weighted_log_likelihood(
     *,
     chunk_size: int = IW_CHUNK,
     seed: int = 0,
+    world: World | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-image IW estimate of log p(x) and the ELBO, in nats (float64, shape (N,)).
 
@@ -169,6 +183,10 @@ def importance_weighted_log_likelihood(
         ``chunk_size`` decoded outputs whatever K and N are.
     seed : int
         Seed of the samples z_k.
+    world : World, optional
+        Processes to share the inputs out over: each estimates its share of the outer batches (drawing, and
+        dropping, the samples of the others', so that every input gets the samples it gets in one process)
+        and all gather the results.
 
     Returns
     -------
@@ -183,26 +201,36 @@ def importance_weighted_log_likelihood(
     generator = torch.Generator().manual_seed(seed)
     batch = max(1, chunk_size // k)  # inputs per outer step
     per_pass = max(1, min(k, chunk_size // batch))  # samples per forward pass
-    log_px, elbo = [], []
-    for start in range(0, len(x), batch):
-        xb = _unit(x[start : start + batch])  # (B, ...)
+
+    def samples(q) -> Iterator[tuple[int, torch.Tensor]]:
+        for s0 in range(0, k, per_pass):
+            yield s0, torch.randn((min(per_pass, k - s0), *q.mean.shape), generator=generator, dtype=q.mean.dtype)
+
+    def estimate(start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        xb = _unit(x[start:stop])  # (B, ...)
         q = encode(xb)
         b = len(xb)
         log_w = torch.empty(k, b, dtype=torch.float64)
         recon = torch.zeros(b, dtype=torch.float64)
-        for s0 in range(0, k, per_pass):
-            s = min(per_pass, k - s0)
-            eps = torch.randn((s, *q.mean.shape), generator=generator, dtype=q.mean.dtype)
+        for s0, eps in samples(q):
+            s = len(eps)
             z = q.mean + q.std * eps  # (S, B, D)
             outputs = decode(z.reshape(s * b, -1))  # (S*B, ...)
             log_lik = log_likelihood(outputs.view(s, b, *outputs.shape[1:]), xb)  # (S, B): broadcast, no copies of xb
             # log w = log p(x|z) + log p(z) - log q(z|x)
             log_w[s0 : s0 + s] = (log_lik + standard_normal_log_prob(z) - q.log_prob(z)).double()
             recon += log_lik.double().sum(0)
-        log_px.append(torch.logsumexp(log_w, 0) - math.log(k))  # (K, B) -> (B,)
-        elbo.append(recon / k - q.kl().double())
-    empty = torch.empty(0, dtype=torch.float64)
-    return (torch.cat(log_px) if log_px else empty), (torch.cat(elbo) if elbo else empty)
+        log_px = torch.logsumexp(log_w, 0) - math.log(k)  # (K, B) -> (B,)
+        return log_px.numpy(), (recon / k - q.kl().double()).numpy()
+
+    def skip(start: int, stop: int) -> None:  # another process's inputs: draw their samples all the same
+        for _ in samples(encode(_unit(x[start:stop]))):
+            pass
+
+    parts = (world or World()).map_batches(estimate, len(x), batch, skip=skip)
+    if not parts:
+        return torch.empty(0, dtype=torch.float64), torch.empty(0, dtype=torch.float64)
+    return torch.from_numpy(parts[0]), torch.from_numpy(parts[1])
 
 
 def active_units(means: torch.Tensor, threshold: float = ACTIVE_UNIT_THRESHOLD) -> tuple[int, list[float]]:
@@ -221,8 +249,11 @@ def variational_metrics(
     chunk_size: int = IW_CHUNK,
     seed: int = 0,
     batch_size: int = 1000,
+    world: World | None = None,
 ) -> dict[str, Any]:
-    """Negative ELBO, IW-NLL (nats per image and bits per dimension), KL per dimension, active units."""
+    """Negative ELBO, IW-NLL (nats per image and bits per dimension), KL per dimension, active units.
+
+    With a ``world`` of several processes the IW estimate is shared out over them."""
     model.eval()
     objective = model.run_config.objective if hasattr(model, "run_config") else None
     likelihood = objective.likelihood if objective else "bernoulli"
@@ -237,7 +268,7 @@ def variational_metrics(
     n_active, variance = active_units(means_all)
     log_px, elbo = importance_weighted_log_likelihood(
         model.encode, model.decode, log_likelihood_fn(likelihood, std),
-        torch.as_tensor(images), iw_samples, chunk_size=chunk_size, seed=seed,
+        torch.as_tensor(images), iw_samples, chunk_size=chunk_size, seed=seed, world=world,
     )
     n_dims = math.prod(model.config.image_shape)
     nll = float(-log_px.mean())
@@ -523,15 +554,11 @@ def evaluate(
     """
     tune_cpu()
     log = log or (lambda message: None)
+    world = current()  # under torchrun (see evaluate_run): the expensive groups are shared out
     full_test = splits.test  # the feature classifier's accuracy is measured on all of it
+    world.on_main(lambda: _check_test_split(model, splits, limit))
     if limit is not None:
-        if limit < 1:
-            raise AekitError(f"--limit must be >= 1 (got {limit})")
         splits = Splits(splits.train, splits.test.subset(torch.arange(min(limit, len(splits.test)))))
-    if len(splits.test) == 0:
-        raise AekitError("the test split holds no images")
-    if splits.test.shape != model.config.image_shape:
-        raise AekitError(f"the data has images of {splits.test.shape}; this model takes {model.config.image_shape}")
     config = getattr(model, "run_config", None)
     objective = config.objective if config else None
     data_name = data_name or (config.data.data if config else "data")
@@ -549,17 +576,17 @@ def evaluate(
         "seconds": {},
     }
 
-    def group(name: str, fn: Callable[[], dict]) -> None:
+    def group(name: str, fn: Callable[[], dict], *, sharded: bool = False) -> None:
         log(f"evaluating {name} ...")
         t0 = time.perf_counter()
-        out[name] = fn()
+        out[name] = fn() if sharded else world.on_main(fn)  # unsharded groups: rank 0's, for every rank
         out["seconds"][name] = round(time.perf_counter() - t0, 3)
 
-    group("reconstruction", lambda: reconstruction_metrics(model, test))
+    group("reconstruction", lambda: reconstruction_metrics(model, test, world=world), sharded=True)
     if model.is_variational:
         group("variational", lambda: variational_metrics(
-            model, test, iw_samples=iw_samples, chunk_size=chunk_size, seed=seed
-        ))
+            model, test, iw_samples=iw_samples, chunk_size=chunk_size, seed=seed, world=world
+        ), sharded=True)
     else:
         out["skipped"]["variational"] = "deterministic latent: no ELBO or likelihood"
     if model.config.code_activation == "sigmoid":
@@ -618,6 +645,15 @@ def evaluate(
         out["skipped"]["generation"] = "the feature classifier needs labelled data"
     out["seconds"]["total"] = round(sum(out["seconds"].values()), 3)
     return out
+
+
+def _check_test_split(model: Autoencoder, splits: Splits, limit: int | None) -> None:
+    if limit is not None and limit < 1:
+        raise AekitError(f"--limit must be >= 1 (got {limit})")
+    if len(splits.test) == 0:
+        raise AekitError("the test split holds no images")
+    if splits.test.shape != model.config.image_shape:
+        raise AekitError(f"the data has images of {splits.test.shape}; this model takes {model.config.image_shape}")
 
 
 def _run_summary(model: Autoencoder) -> dict[str, Any]:
@@ -692,18 +728,27 @@ def evaluate_run(
     """Evaluate a run folder and write ``RUN/metrics.json`` atomically; returns the metrics.
 
     ``splits`` replaces loading the run's data (e.g. data given to :func:`aekit.train` directly).
+    Under torchrun the processes share the expensive groups out (see the module docstring); rank 0
+    reads the run folder and writes the metrics, and every process returns them.
     """
-    if iw_samples < 1:
-        raise AekitError(f"--iw-samples must be >= 1 (got {iw_samples})")
-    model = ckpt.load(run_dir)
-    if splits is None:
-        splits = load_run_splits(model, data=data, data_dir=data_dir, progress=progress)
-    data_name = data or model.run_config.data.data
-    metrics = evaluate(
-        model, splits, iw_samples=iw_samples, chunk_size=chunk_size, limit=limit, seed=seed,
-        data_name=data_name, log=log,
-    )
-    ckpt.atomic_write_json(metrics_path(run_dir), metrics)
+
+    def load_model() -> Autoencoder:
+        if iw_samples < 1:
+            raise AekitError(f"--iw-samples must be >= 1 (got {iw_samples})")
+        return ckpt.load(run_dir)
+
+    with process_group("cpu") as world:
+        if not world.is_main:
+            progress, log = False, None
+        model = world.on_main(load_model)
+        if splits is None:
+            splits = world.main_first(lambda: load_run_splits(model, data=data, data_dir=data_dir, progress=progress))
+        data_name = data or model.run_config.data.data
+        metrics = evaluate(
+            model, splits, iw_samples=iw_samples, chunk_size=chunk_size, limit=limit, seed=seed,
+            data_name=data_name, log=log,
+        )
+        world.on_main(lambda: ckpt.atomic_write_json(metrics_path(run_dir), metrics))
     return metrics
 
 

@@ -55,9 +55,14 @@ class Autoencoder(nn.Module):
 
         A decoder that starts at sigmoid(0) = 0.5 everywhere spends its first hundreds of steps
         learning the mean image (a plateau of about 200 nats on MNIST); starting there skips it.
-        ``images``: uint8 (N, C, H, W).
+        ``images``: uint8 (N, C, H, W), or an iterable of such batches (a streamed dataset).
         """
-        mean = images.float().mean(0).div_(255).clamp_(1e-3, 1 - 1e-3)  # (C, H, W)
+        batches = images.split(4096) if isinstance(images, torch.Tensor) else images  # int64 copies stay small
+        total, n = torch.zeros(self.config.image_shape, dtype=torch.int64), 0
+        for batch in batches:  # integer sums are exact: the same mean in memory or streamed, in any batches
+            total += batch.sum(0, dtype=torch.int64)  # (B, C, H, W) -> (C, H, W)
+            n += len(batch)
+        mean = total.float().div_(max(n, 1)).div_(255).clamp_(1e-3, 1 - 1e-3)  # (C, H, W)
         self.decoder.init_output_bias(torch.logit(mean))
 
     @property
@@ -154,7 +159,12 @@ class Autoencoder(nn.Module):
     @torch.inference_mode()
     def fit_code_distribution(self, images, batch_size: int = 1024) -> None:
         """Fit ``code_mean`` and ``code_scale_tril`` (Cholesky of the covariance) to the codes of ``images``."""
-        codes = self.embed(images, batch_size).double()
+        self.set_code_distribution(self.embed(images, batch_size))
+
+    @torch.inference_mode()
+    def set_code_distribution(self, codes: torch.Tensor) -> None:
+        """Fit ``code_mean`` and ``code_scale_tril`` to (N, D) codes."""
+        codes = codes.double()
         mean = codes.mean(0)
         centred = codes - mean
         cov = centred.T @ centred / max(len(codes) - 1, 1)

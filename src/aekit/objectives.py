@@ -7,6 +7,7 @@ is their batch mean. Images are floats in [0, 1], shape ``(B, C, H, W)``.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -91,12 +92,20 @@ def l1_sparsity(codes: torch.Tensor) -> torch.Tensor:
     return codes.abs().sum(1)
 
 
-def kl_sparsity(codes: torch.Tensor, target: float, eps: float = 1e-6) -> torch.Tensor:
+def kl_sparsity(
+    codes: torch.Tensor, target: float, eps: float = 1e-6, batch_mean: Callable[[torch.Tensor], torch.Tensor] | None = None
+) -> torch.Tensor:
     """sum_j KL(rho || rho_hat_j), rho_hat_j = batch mean of unit j (Ng 2011, "Sparse autoencoder").
 
-    Returns a scalar: it is a property of the batch, not of one image.
+    Returns a scalar: it is a property of the batch, not of one image. When the batch is split over
+    several processes, ``batch_mean`` averages a (D,) statistic over them: rho_hat is then the whole
+    batch's mean, and this process's gradient flows through its own part, so that the processes'
+    averaged gradients are the one-process gradient.
     """
-    rho_hat = codes.mean(0).clamp(eps, 1 - eps)  # (B, D) -> (D,)
+    rho_hat = codes.mean(0)  # (B, D) -> (D,)
+    if batch_mean is not None:  # value: the whole batch's; gradient: this process's mean's (DDP's average over
+        rho_hat = rho_hat + (batch_mean(rho_hat) - rho_hat).detach()  # the processes makes it the whole batch's)
+    rho_hat = rho_hat.clamp(eps, 1 - eps)
     rho = target
     return torch.sum(rho * torch.log(rho / rho_hat) + (1 - rho) * torch.log((1 - rho) / (1 - rho_hat)))
 
@@ -117,9 +126,13 @@ def loss_terms(
 
 
 def loss_with_noise(
-    model: torch.nn.Module, x: torch.Tensor, noise: dict[str, torch.Tensor], config: ObjectiveConfig
+    model: torch.nn.Module, x: torch.Tensor, noise: dict[str, torch.Tensor], config: ObjectiveConfig,
+    batch_mean: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """:func:`loss_terms` given the step's noise (from :func:`draw_noise`): a pure function, compilable."""
+    """:func:`loss_terms` given the step's noise (from :func:`draw_noise`): a pure function, compilable.
+
+    ``batch_mean``: for a batch split over processes, see :func:`kl_sparsity` (every other term is a
+    mean over images, which DistributedDataParallel's gradient average already makes global)."""
     inputs = apply_corruption(
         x, noise, noise_std=config.noise_std, mask_prob=config.mask_prob, salt_pepper=config.salt_pepper
     )
@@ -132,7 +145,7 @@ def loss_with_noise(
     if config.sparsity == "l1":
         sparsity = l1_sparsity(posterior.mode()).mean()
     elif config.sparsity == "kl":
-        sparsity = kl_sparsity(posterior.mode(), config.sparsity_target)
+        sparsity = kl_sparsity(posterior.mode(), config.sparsity_target, batch_mean=batch_mean)
     else:
         sparsity = x.new_zeros(())
     loss = recon + config.beta * kl + config.sparsity_weight * sparsity

@@ -1,9 +1,17 @@
-"""The training loop: one path, seeded, resumable, checkpointing every epoch.
+"""The training loop: one path, seeded, resumable, checkpointing every epoch -- for one process or many.
 
-Images stay uint8 in memory; each step gathers a batch by index and converts it to
-floats. All training randomness (shuffling, corruption, reparameterisation) comes from
-one ``torch.Generator`` whose state is saved with every checkpoint, so a resumed run
-ends with exactly the weights of an uninterrupted one.
+Images stay uint8 in memory (or on disk, streamed: :mod:`aekit.data.stream`); each step gathers a batch
+by index and converts it to floats. All training randomness (shuffling, corruption, reparameterisation)
+comes from one ``torch.Generator`` whose state is saved with every checkpoint, so a resumed run ends
+with exactly the weights of an uninterrupted one.
+
+Under torchrun (:mod:`aekit.distributed`) every process runs this same loop: all draw the same
+permutation and the same noise from their generators, which stay in step, and each trains on its
+shard of every batch with the loss in DistributedDataParallel. ``--batch-size`` is the global batch.
+Rank 0 alone prints, evaluates the test loss and writes the run folder.
+
+Test hook: with ``$AEKIT_TRACE_INDICES`` set to a folder, each process appends to
+``rank<R>.jsonl`` there one line per epoch with the training-set positions it trained on.
 """
 
 from __future__ import annotations
@@ -30,13 +38,17 @@ from .config import RunConfig, preset
 from .cpu import tune_cpu
 from .data import Splits, load_dataset
 from .data.imageset import binarize_splits
+from .data.stream import chunks, default_workers, iter_batches
+from .distributed import World, process_group
 from .errors import AekitError, Interrupted
 from .model import Autoencoder
-from .objectives import draw_noise, loss_terms, loss_with_noise
+from .objectives import draw_noise, loss_with_noise
 
 TERMS = ("loss", "recon", "kl", "sparsity")
 RUN_FILES = (ckpt.CONFIG, ckpt.MODEL, ckpt.STATE, ckpt.METRICS)
 EVAL_SEED = 1234  # fixed corruption/sampling noise for test losses, independent of training
+CODE_FIT_MAX = 65_536  # training images (a seeded subsample beyond this) a deterministic AE's code Gaussian is fitted to
+TRACE_ENV = "AEKIT_TRACE_INDICES"  # test hook, see the module docstring
 
 
 def _stderr(message: str) -> None:
@@ -52,6 +64,9 @@ def train(
     progress: bool = True,
     splits: Splits | None = None,
     log: Callable[[str], None] | None | str = "auto",
+    stream: bool | None = None,
+    workers: int | None = None,
+    device: str = "auto",
     **options: Any,
 ) -> Autoencoder:
     """Train an autoencoder and save it to a run folder.
@@ -72,6 +87,13 @@ def train(
         Where the per-epoch lines go; default: stderr when ``progress``, else nowhere.
     splits : Splits, optional
         Data to train on instead of loading ``data`` (it is still recorded in the config).
+    stream : bool or None
+        Read a ``.npy`` file or an image folder batch by batch instead of holding it in memory: True always,
+        None (default) when it would take more than half of the available memory. Same seed, same run.
+    workers : int, optional
+        Processes decoding a streamed image folder ahead of training (default: the cores, 1 to 4).
+    device : {"auto", "cpu", "cuda"}
+        Where to train; ``auto`` takes this process's GPU when PyTorch sees one. The returned model is on the CPU.
     **options
         Any field of ModelConfig, ObjectiveConfig, DataConfig or TrainConfig,
         e.g. ``arch="conv", latent_dim=16, noise_std=0.3, epochs=5``.
@@ -79,7 +101,7 @@ def train(
     Returns
     -------
     Autoencoder
-        The trained model; ``model.run_dir`` is its folder.
+        The trained model; ``model.run_dir`` is its folder. Under torchrun every process returns it.
 
     Examples
     --------
@@ -90,7 +112,47 @@ def train(
     tune_cpu()
     if log == "auto":
         log = _stderr if progress else None
-    log = log or (lambda message: None)
+    with process_group(device) as world:
+        if not world.is_main:  # rank 0 alone prints, draws progress bars and writes the run folder
+            progress, log = False, None
+        log = log or (lambda message: None)
+        config, run_dir, existing, done = world.on_main(
+            lambda: _plan(family, out, resume=resume, force=force, options=options, processes=world.size,
+                          workers=workers, log=log)
+        )
+        if done:  # --resume on a finished run: nothing to do
+            return world.on_main(lambda: ckpt.load(run_dir))
+        splits = world.main_first(lambda: _load_splits(config, splits, stream=stream, progress=progress))
+        config = world.on_main(lambda: _conform_to_data(config, splits, run_dir, resume=resume, existing=existing))
+
+        torch.manual_seed(config.train.seed)
+        model = Autoencoder(config.model).to(world.device)
+        optimizer = make_optimizer(model, config)
+        generator = torch.Generator().manual_seed(config.train.seed)
+        workers = default_workers() if workers is None else workers
+        start_epoch, step, partial = world.on_main(
+            lambda: _start(model, optimizer, generator, config, splits, run_dir, resume=resume, workers=workers, log=log)
+        )
+        world.sync(model, optimizer, generator)  # every rank starts from rank 0's state
+
+        with StopSignals(escalate=world.size == 1) as stop:
+            _fit(model, optimizer, generator, config, splits, run_dir, world, start_epoch=start_epoch, step=step,
+                 partial=partial, progress=progress, log=log, stop=stop, workers=workers)
+        world.sync(model)  # rank 0's code Gaussian, fitted at the end of each epoch, for every rank
+
+    model.cpu().eval()
+    model.run_dir = run_dir
+    model.run_config = config
+    model.epoch = config.train.epochs
+    return model
+
+
+def _plan(family, out, *, resume: bool, force: bool, options: dict[str, Any], processes: int,
+          workers: int | None = None, log) -> tuple:
+    """``(config, run_dir, existing run files, done)``, checked before any data loads; creates nothing."""
+    if workers is not None and workers < 0:
+        raise AekitError(f"--workers must be >= 0 (got {workers})")
+    existing: list[str] = []
     if resume:
         if out is None:
             raise AekitError("--resume needs the run folder (--out RUN_DIR)")
@@ -98,33 +160,43 @@ def train(
         config = _resume_config(run_dir, family, options)
         if _epochs_done(run_dir) == config.train.epochs:  # nothing to do: rerunning --resume is harmless
             log(f"{run_dir} has already trained all {config.train.epochs} epochs (pass a larger --epochs to continue)")
-            return ckpt.load(run_dir)
+            return config, run_dir, existing, True
     else:
         config = family if isinstance(family, RunConfig) else preset(family or "vae", **options)
         if isinstance(family, RunConfig) and options:
             raise AekitError("pass either a RunConfig or keyword options, not both")
         run_dir = Path(out) if out is not None else _new_run_dir(config)
         existing = _check_run_dir(run_dir, force)  # nothing is created or deleted before the data loads
+    if config.train.batch_size % processes:
+        raise AekitError(f"--batch-size {config.train.batch_size} is the batch of all {processes} processes "
+                         f"together, so it must be a multiple of {processes} (each process takes an equal share)")
+    return config, run_dir, existing, False
 
+
+def _load_splits(config: RunConfig, splits: Splits | None, *, stream: bool | None, progress: bool) -> Splits:
     if splits is None:
         d = config.data
         splits = load_dataset(
             d.data, data_dir=d.data_dir, channels=d.channels, image_size=d.image_size,
-            test_split=d.test_split, seed=config.train.seed, progress=progress,
+            test_split=d.test_split, seed=config.train.seed, progress=progress, stream=stream,
         )
-    splits = binarize_splits(splits, config.data.binarize)  # idempotent: binary images stay as they are
+    return binarize_splits(splits, config.data.binarize)  # idempotent: binary images stay as they are
+
+
+def _conform_to_data(config: RunConfig, splits: Splits, run_dir: Path, *, resume: bool, existing: list[str]) -> RunConfig:
+    """The config with the data's image shape; claims the run folder of a new run (the data has loaded)."""
     c, h, w = splits.train.shape
     if resume and (c, h, w) != config.model.image_shape:
         raise AekitError(f"the data now has images of {c}x{h}x{w}; the run was trained on {config.model.image_shape}")
     config.model = dataclasses.replace(config.model, channels=c, height=h, width=w)
     if not resume:
         _claim_run_dir(run_dir, existing)
+    return config
 
-    torch.manual_seed(config.train.seed)
-    model = Autoencoder(config.model)
-    model.init_output_bias(splits.train.images)  # overwritten by the checkpoint on resume
-    optimizer = make_optimizer(model, config)
-    generator = torch.Generator().manual_seed(config.train.seed)
+
+def _start(model, optimizer, generator, config: RunConfig, splits: Splits, run_dir: Path, *, resume: bool,
+           workers: int, log) -> tuple[int, int, dict]:
+    """The starting state (rank 0): a fresh model, or the run's checkpoint; ``(epoch, step, mid-epoch progress)``."""
     start_epoch, step, partial = 0, 0, {}
     if resume and (run_dir / ckpt.STATE).exists():
         start_epoch, step, saved = ckpt.load_state(run_dir, model, optimizer, generator)
@@ -132,27 +204,29 @@ def train(
         where = f"epoch {start_epoch + 1}" + (f", batch {partial['batch'] + 1}" if partial else "")
         log(f"resuming {run_dir} at {where} of {config.train.epochs}")
         _drop_metrics_after(run_dir, start_epoch)
-    elif resume:  # killed before the first checkpoint: the seed fully determines the start
-        log(f"{run_dir} has no checkpoint yet: starting it from the beginning")
+    else:
+        if resume:  # killed before the first checkpoint: the seed fully determines the start
+            log(f"{run_dir} has no checkpoint yet: starting it from the beginning")
+        model.init_output_bias(_all_batches(splits.train.images, workers))
     ckpt.save_config(run_dir, config)  # on resume, records a raised epoch count
-
-    with StopSignals() as stop:
-        _fit(model, optimizer, generator, config, splits, run_dir,
-             start_epoch=start_epoch, step=step, partial=partial, progress=progress, log=log, stop=stop)
-
-    model.eval()
-    model.run_dir = run_dir
-    model.run_config = config
-    model.epoch = config.train.epochs
-    return model
+    return start_epoch, step, partial
 
 
-def _fit(model, optimizer, generator, config: RunConfig, splits: Splits, run_dir: Path, *,
-         start_epoch: int, step: int, partial: dict, progress: bool, log, stop: StopSignals) -> None:
+def _all_batches(images, workers: int):
+    """``images`` whole when in memory, else an iterator of uint8 batches of them (a streamed set)."""
+    if isinstance(images, torch.Tensor):
+        return images
+    return iter_batches(images, chunks(len(images), 1024), workers)
+
+
+def _fit(model, optimizer, generator, config: RunConfig, splits: Splits, run_dir: Path, world: World, *,
+         start_epoch: int, step: int, partial: dict, progress: bool, log, stop: StopSignals, workers: int) -> None:
     """The epoch loop. A checkpoint after every epoch; on SIGINT/SIGTERM one mid-epoch checkpoint, then stop."""
     n_train = len(splits.train)
     dynamic = config.data.binarize == "dynamic"
-    step_fn = TrainStep(model, optimizer, config, use_compile=_should_compile(config, n_train), log=log)
+    step_fn = TrainStep(model, optimizer, config, use_compile=_should_compile(config, n_train), log=log, world=world)
+    vote = world.stop_vote() if world.size > 1 else None  # the processes agree on the step at which to stop
+    trace = os.environ.get(TRACE_ENV)
     for epoch in range(start_epoch, config.train.epochs):
         t0 = time.perf_counter()
         model.train()
@@ -163,73 +237,113 @@ def _fit(model, optimizer, generator, config: RunConfig, splits: Splits, run_dir
             order = torch.randperm(n_train, generator=generator)
             generator.set_state(resume_state)
             first, sums = partial["batch"], torch.tensor(partial["sums"], dtype=torch.float64)
+            if not world.is_main:  # the saved sums are all processes' together: counted once
+                sums.zero_()
             partial = {}
         else:
             epoch_rng = generator.get_state()
             order = torch.randperm(n_train, generator=generator)
             first, sums = 0, torch.zeros(len(TERMS), dtype=torch.float64)
-        batches = order.split(config.train.batch_size)
+        shard = world.shard(order)  # this process's images of the epoch, in order
+        n_seen = len(shard) * world.size
+        batches = shard.split(config.train.batch_size // world.size)
+        seen = []
         bar = tqdm(total=len(batches), initial=first, desc=f"epoch {epoch + 1}/{config.train.epochs}", unit="batch",
                    disable=None if progress else True,  # None: shown only on a terminal
                    leave=False, file=sys.stderr, dynamic_ncols=True)
-        for i in range(first, len(batches)):
+        for i, images in enumerate(iter_batches(splits.train.images, batches[first:], workers), start=first):
             index = batches[i]
-            x = splits.train.images[index].float().div_(255)  # uint8 (B, C, H, W) -> [0, 1]
+            x = images.float().div_(255)  # uint8 (B, C, H, W) -> [0, 1]
             if dynamic:  # a fresh binarization of each image each time it is seen
-                x = torch.bernoulli(x, generator=generator)
+                x = step_fn.binarize(x, generator)
             terms = step_fn(x, generator, step)  # (4,) detached: loss, recon, kl, sparsity
             sums += terms * len(index)
             step += 1
             bar.update()
+            if trace:
+                seen.append(index)
             if i % 20 == 0:
                 bar.set_postfix(loss=f"{terms[0].item():.2f}")
-            if stop.requested and i + 1 < len(batches):
+            stopping = stop.requested if vote is None else vote(stop.requested is not None)
+            if stopping and i + 1 < len(batches):
                 bar.close()
+                if vote is not None:
+                    vote.settle()
+                world.sum(sums)
                 progress_state = {"batch": i + 1, "sums": sums.tolist(), "epoch_rng": epoch_rng}
-                ckpt.save_state(run_dir, model=model, optimizer=optimizer, generator=generator,
-                                epoch=epoch, step=step, progress=progress_state)
+                world.on_main(functools.partial(ckpt.save_state, run_dir, model=model, optimizer=optimizer,
+                                                generator=generator, epoch=epoch, step=step, progress=progress_state))
                 raise Interrupted(
-                    f"stopped by {stop.requested} at epoch {epoch + 1}, batch {i + 1}/{len(batches)}; "
-                    f"saved: continue with --resume --out {run_dir}"
+                    f"stopped by {stop.requested or 'a signal to another process'} at epoch {epoch + 1}, "
+                    f"batch {i + 1}/{len(batches)}; saved: continue with --resume --out {run_dir}"
                 )
         bar.close()
+        stopping = stop.requested if vote is None else vote.settle()
         train_seconds = time.perf_counter() - t0
+        world.sum(sums)
+        if trace:
+            _trace(Path(trace), world.rank, epoch + 1, seen)
 
-        test = evaluate_losses(model, splits.test.images, config)
-        if not model.is_variational:
-            model.fit_code_distribution(splits.train.images)
-        epoch_seconds = time.perf_counter() - t0
-        row = {
-            "epoch": epoch + 1,
-            "step": step,
-            **{f"train_{k}": v / n_train for k, v in zip(TERMS, sums.tolist())},
-            **{f"test_{k}": v for k, v in test.items()},
-            "epoch_seconds": round(epoch_seconds, 4),
-            "train_images_per_second": round(n_train / train_seconds, 1),
-            "compiled": step_fn.compiled,
-        }
-        # Order matters for crash safety: the user-facing weights, then the resume state (one atomic
-        # rename commits the epoch), then the metrics line (re-derived on resume if a crash lost it).
-        ckpt.save_model(run_dir, model, epoch + 1)
-        ckpt.save_state(run_dir, model=model, optimizer=optimizer, generator=generator,
-                        epoch=epoch + 1, step=step, progress={"row": row})
-        ckpt.append_jsonl(run_dir / ckpt.METRICS, row)
-        log(_summary(row, config.train.epochs))
-        if stop.requested and epoch + 1 < config.train.epochs:
-            raise Interrupted(f"stopped by {stop.requested} after epoch {epoch + 1}; "
-                              f"saved: continue with --resume --out {run_dir}")
+        trained = {"epoch": epoch + 1, "step": step, **{f"train_{k}": v / n_seen for k, v in zip(TERMS, sums.tolist())}}
+        speed = {"train_images_per_second": round(n_seen / train_seconds, 1), "compiled": step_fn.compiled,
+                 "processes": world.size}
+        world.on_main(functools.partial(_end_epoch, model, optimizer, generator, config, splits, run_dir,
+                                        trained=trained, speed=speed, t0=t0, workers=workers, log=log))
+        if stopping and epoch + 1 < config.train.epochs:
+            raise Interrupted(f"stopped by {stop.requested or 'a signal to another process'} after epoch "
+                              f"{epoch + 1}; saved: continue with --resume --out {run_dir}")
+
+
+def _end_epoch(model, optimizer, generator, config: RunConfig, splits: Splits, run_dir: Path, *, trained: dict,
+               speed: dict, t0: float, workers: int, log) -> None:
+    """Rank 0, after each epoch: the test loss, the code Gaussian, the checkpoint, the metrics line."""
+    test = evaluate_losses(model, splits.test.images, config, workers=workers)
+    if not model.is_variational:
+        _fit_code_distribution(model, splits.train.images, seed=config.train.seed, workers=workers)
+    row = {**trained, **{f"test_{k}": v for k, v in test.items()},
+           "epoch_seconds": round(time.perf_counter() - t0, 4), **speed}
+    # Order matters for crash safety: the user-facing weights, then the resume state (one atomic
+    # rename commits the epoch), then the metrics line (re-derived on resume if a crash lost it).
+    ckpt.save_model(run_dir, model, row["epoch"])
+    ckpt.save_state(run_dir, model=model, optimizer=optimizer, generator=generator,
+                    epoch=row["epoch"], step=row["step"], progress={"row": row})
+    ckpt.append_jsonl(run_dir / ckpt.METRICS, row)
+    log(_summary(row, config.train.epochs))
+
+
+def _trace(folder: Path, rank: int, epoch: int, seen: list[torch.Tensor]) -> None:
+    indices = torch.cat(seen).tolist() if seen else []
+    with open(folder / f"rank{rank}.jsonl", "a", encoding="utf-8") as f:
+        f.write(json.dumps({"epoch": epoch, "indices": indices}) + "\n")
+
+
+@torch.inference_mode()
+def _fit_code_distribution(model: Autoencoder, images, *, seed: int, workers: int = 0) -> None:
+    """Fit a deterministic AE's sampling Gaussian to the codes of the training images (of a seeded subsample
+    of ``CODE_FIT_MAX`` of them beyond that), in batches: memory and time stay bounded however many there are."""
+    n = len(images)
+    if n <= CODE_FIT_MAX:
+        index = torch.arange(n)
+    else:
+        index = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:CODE_FIT_MAX].sort().values
+    model.eval()
+    device = next(model.parameters()).device
+    codes = [model.encode(x.to(device).float().div_(255)).mode().float().cpu()  # uint8 (B, C, H, W) -> (B, D)
+             for x in iter_batches(images, index.split(1024), workers)]
+    model.set_code_distribution(torch.cat(codes))
 
 
 class StopSignals:
     """While training, SIGINT and SIGTERM ask for a clean stop (checkpoint, then exit); a second SIGINT
     interrupts at once. Only in the main thread; elsewhere this does nothing."""
 
-    def __init__(self) -> None:
+    def __init__(self, escalate: bool = True) -> None:
         self.requested: str | None = None
+        self.escalate = escalate  # False under torchrun, which passes a Ctrl-C on to its processes a second time
         self._previous: dict[int, Any] = {}
 
     def _handle(self, signum, frame) -> None:
-        if self.requested and signum == signal.SIGINT:
+        if self.requested and signum == signal.SIGINT and self.escalate:
             raise KeyboardInterrupt
         self.requested = signal.Signals(signum).name
 
@@ -257,14 +371,17 @@ def _drop_metrics_after(run_dir: Path, epoch: int) -> None:
 
 
 @torch.inference_mode()
-def evaluate_losses(model: Autoencoder, images: torch.Tensor, config: RunConfig, batch_size: int = 1000) -> dict[str, float]:
+def evaluate_losses(model: Autoencoder, images: torch.Tensor, config: RunConfig, batch_size: int = 1000, *,
+                    workers: int = 0) -> dict[str, float]:
     """Mean loss terms over uint8 ``images`` with fixed-seed noise, so the numbers are comparable across epochs."""
     model.eval()
+    device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(EVAL_SEED)
     sums = dict.fromkeys(TERMS, 0.0)
-    for start in range(0, len(images), batch_size):
-        x = images[start : start + batch_size].float().div_(255)
-        terms = loss_terms(model, x, config.objective, generator)
+    for batch in iter_batches(images, chunks(len(images), batch_size), workers):
+        x = batch.float().div_(255)
+        noise = draw_noise(x, config.objective, model.config.latent_dim, model.is_variational, generator)
+        terms = loss_with_noise(model, *_on(device, x, noise), config.objective)
         for name in TERMS:
             sums[name] += terms[name].item() * len(x)
     return {k: v / max(len(images), 1) for k, v in sums.items()}
@@ -287,19 +404,44 @@ class TrainStep:
     With ``use_compile`` the loss is ``torch.compile``-d for full batches (the last, smaller
     batch of an epoch runs eagerly, so it never triggers a recompile). If compilation fails
     (no C++ compiler, unsupported platform) training goes on eagerly with a warning.
+
+    With several processes (``world``) the loss runs in DistributedDataParallel, which averages the
+    gradients over the processes, and every process draws the noise of the whole global batch (keeping
+    its generator in step with the others) and keeps its own rows: the noise of a one-process run.
     """
 
     def __init__(self, model: Autoencoder, optimizer: torch.optim.Optimizer, config: RunConfig,
-                 *, use_compile: bool, log: Callable[[str], None]) -> None:
+                 *, use_compile: bool, log: Callable[[str], None], world: World | None = None) -> None:
         self.model, self.optimizer, self.config, self.log = model, optimizer, config, log
-        self.eager = functools.partial(loss_with_noise, model, config=config.objective)
+        self.world = world or World()
+        if self.world.size > 1:
+            self.eager = self.world.wrap(_Loss(model, config.objective, batch_mean=self.world.mean_over_ranks))
+        else:
+            self.eager = functools.partial(loss_with_noise, model, config=config.objective)
+        self.full_batch = config.train.batch_size // self.world.size
         self.compiled_fn = torch.compile(self.eager) if use_compile else None
         self.compiled = use_compile
 
+    def draw_noise(self, x: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        objective, latent_dim, variational = self.config.objective, self.config.model.latent_dim, self.model.is_variational
+        if self.world.size == 1:
+            return draw_noise(x, objective, latent_dim, variational, generator)
+        whole = draw_noise(torch.empty(self.world.global_shape(x)), objective, latent_dim, variational, generator)
+        return {name: self.world.rows(value) for name, value in whole.items()}
+
+    def binarize(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """A Bernoulli sample of ``x`` (dynamic binarization), drawn like the noise."""
+        if self.world.size == 1:
+            return torch.bernoulli(x, generator=generator)
+        u = torch.rand(self.world.global_shape(x), generator=generator)  # bernoulli(p) is rand() < p, draw for draw
+        return (self.world.rows(u) < x).to(x.dtype)
+
     def __call__(self, x: torch.Tensor, generator: torch.Generator, step: int) -> torch.Tensor:
-        noise = draw_noise(x, self.config.objective, self.config.model.latent_dim, self.model.is_variational, generator)
+        noise = self.draw_noise(x, generator)
+        if self.world.device.type != "cpu":
+            x, noise = _on(self.world.device, x, noise)
         fn = self.eager
-        if self.compiled_fn is not None and len(x) == self.config.train.batch_size:
+        if self.compiled_fn is not None and len(x) == self.full_batch:
             fn = self.compiled_fn
         try:
             terms = fn(x, noise)
@@ -321,7 +463,25 @@ class TrainStep:
         if self.config.train.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.train.grad_clip)
         self.optimizer.step()
-        return stacked
+        return stacked.cpu()  # a no-op on the CPU
+
+
+class _Loss(torch.nn.Module):
+    """The loss as a module: DistributedDataParallel averages the gradients of what a module's forward computed."""
+
+    def __init__(self, model: Autoencoder, objective, *, batch_mean: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        super().__init__()
+        self.model, self.objective, self.batch_mean = model, objective, batch_mean
+
+    def forward(self, x: torch.Tensor, noise: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return loss_with_noise(self.model, x, noise, self.objective, batch_mean=self.batch_mean)
+
+
+def _on(device: torch.device, x: torch.Tensor, noise: dict[str, torch.Tensor]):
+    """A batch and its noise (drawn on the CPU, from the CPU generator) on the training device."""
+    if device.type == "cpu":
+        return x, noise
+    return x.to(device, non_blocking=True), {k: v.to(device, non_blocking=True) for k, v in noise.items()}
 
 
 def make_optimizer(model: Autoencoder, config: RunConfig) -> torch.optim.Optimizer:

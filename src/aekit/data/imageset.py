@@ -55,14 +55,15 @@ class ImageSet:
                 f"{self.name}: images must be uint8 (N, C, H, W), got {images.dtype} {tuple(images.shape)}"
             )
         self.images = images.contiguous()
+        self._check_labels(int(images.shape[0]))
+
+    def _check_labels(self, n: int) -> None:
         if self.labels is not None:
             labels = self.labels
             if not isinstance(labels, torch.Tensor) or labels.dtype.is_floating_point or labels.is_complex():
                 raise AekitError(f"{self.name}: labels must be an integer tensor")
-            if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
-                raise AekitError(
-                    f"{self.name}: {tuple(labels.shape)} labels do not match {images.shape[0]} images"
-                )
+            if labels.ndim != 1 or labels.shape[0] != n:
+                raise AekitError(f"{self.name}: {tuple(labels.shape)} labels do not match {n} images")
             self.labels = labels.to(torch.int64).contiguous()
             if self.classes is not None and len(self.labels) > 0:
                 low, high = int(self.labels.min()), int(self.labels.max())
@@ -87,7 +88,7 @@ class ImageSet:
 
     def __repr__(self) -> str:
         labelled = "labelled" if self.labels is not None else "unlabelled"
-        return f"ImageSet({self.name!r}, {len(self)} x {self.shape}, {labelled})"
+        return f"{type(self).__name__}({self.name!r}, {len(self)} x {self.shape}, {labelled})"
 
 
 @dataclass
@@ -130,8 +131,11 @@ def _as_numpy(array: np.ndarray | torch.Tensor, source: str) -> np.ndarray:
     return array
 
 
-def _to_uint8_values(array: np.ndarray, source: str) -> np.ndarray:
-    """Map pixel values to uint8: bool -> 0/255, [0, 1] -> x*255, [0, 255] as is."""
+def _to_uint8_values(array: np.ndarray, source: str, value_range: tuple[float, float] | None = None) -> np.ndarray:
+    """Map pixel values to uint8: bool -> 0/255, [0, 1] -> x*255, [0, 255] as is.
+
+    ``value_range``: the (checked, finite) minimum and maximum of the whole set ``array`` is part of,
+    so that every batch of a streamed set is scaled alike."""
     if array.dtype == np.uint8:
         return array
     if array.dtype == np.bool_:
@@ -141,9 +145,12 @@ def _to_uint8_values(array: np.ndarray, source: str) -> np.ndarray:
         raise AekitError(f"{source}: cannot use an array of dtype {array.dtype} as images (need numbers)")
     if array.size == 0:
         return array.astype(np.uint8)
-    if kind == "f" and not np.isfinite(array).all():
-        raise AekitError(f"{source}: the images contain NaN or infinite values")
-    low, high = array.min(), array.max()
+    if value_range is not None:
+        low, high = value_range
+    else:
+        if kind == "f" and not np.isfinite(array).all():
+            raise AekitError(f"{source}: the images contain NaN or infinite values")
+        low, high = array.min(), array.max()
     if low < 0 or high > 255:
         raise AekitError(
             f"{source}: pixel values range {low:g}..{high:g}; expected 0..1 or 0..255"
@@ -162,7 +169,8 @@ def _to_uint8_values(array: np.ndarray, source: str) -> np.ndarray:
 
 
 def to_uint8_images(
-    array: np.ndarray | torch.Tensor, *, source: str, single: bool = False
+    array: np.ndarray | torch.Tensor, *, source: str, single: bool = False,
+    value_range: tuple[float, float] | None = None,
 ) -> torch.Tensor:
     """Convert a user's image array to a ``uint8`` tensor ``(N, C, H, W)``.
 
@@ -177,6 +185,9 @@ def to_uint8_images(
         Where the array came from, used in error messages (e.g. a file name).
     single : bool
         Interpret ``array`` as a single image (gives N = 1).
+    value_range : (float, float), optional
+        The minimum and maximum of the whole set ``array`` is a batch of (a streamed
+        array file): the scaling is decided from them instead of from ``array``.
 
     Returns
     -------
@@ -215,7 +226,7 @@ def to_uint8_images(
         )
     if n == 0 or h == 0 or w == 0:
         raise AekitError(f"{source}: the array of shape {tuple(array.shape)} holds no pixels")
-    values = np.ascontiguousarray(_to_uint8_values(array, source))
+    values = np.ascontiguousarray(_to_uint8_values(array, source, value_range))
     if not values.flags.writeable:  # e.g. a memory-mapped or buffer-backed array
         values = values.copy()
     return torch.from_numpy(values)
@@ -320,6 +331,9 @@ def binarize_splits(splits: Splits, mode: str) -> Splits:
         raise AekitError(f"binarize must be one of {', '.join(BINARIZE)} (got {mode!r})")
     if mode == "none":
         return splits
+    if not (isinstance(splits.train.images, torch.Tensor) and isinstance(splits.test.images, torch.Tensor)):
+        raise AekitError(f"--binarize {mode} needs the images in memory: it does not work with a streamed dataset "
+                         "(--stream, or data larger than memory)")
     test = dataclasses.replace(
         splits.test, images=binarize(splits.test.images, torch.Generator().manual_seed(BINARIZE_TEST_SEED))
     )

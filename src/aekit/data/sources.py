@@ -341,6 +341,14 @@ def read_image_files(
     ``image_size`` defaults to the common size of the images (differing sizes
     without ``image_size`` are an error).
     """
+    channels, image_size = image_format(paths, channels=channels, image_size=image_size, source=source)
+    return decode_images(paths, channels, image_size)
+
+
+def image_format(
+    paths: Sequence[Path], *, channels: int | None, image_size: tuple[int, int] | None, source: str
+) -> tuple[int, tuple[int, int]]:
+    """The ``(channels, (H, W))`` that :func:`read_image_files` gives these files, from their headers alone."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # MAX_PIXELS applies
         probes = [_probe(p) for p in paths]
@@ -357,6 +365,13 @@ def read_image_files(
                     f"--image-size (image_size=(H, W)) to resize them all"
                 )
             image_size = probes[0][1]
+    return channels, image_size
+
+
+def decode_images(paths: Sequence[Path], channels: int, image_size: tuple[int, int]) -> torch.Tensor:
+    """Decode image files to uint8 ``(N, channels, H, W)`` of ``image_size``."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # MAX_PIXELS applies
         out = np.empty((len(paths), channels, *image_size), dtype=np.uint8)
         for i, path in enumerate(paths):
             out[i] = _decode(path, channels, image_size)
@@ -368,12 +383,14 @@ def _is_image(path: Path) -> bool:
 
 
 def load_folder(
-    folder: Path, *, channels: int | None, image_size: tuple[int, int] | None
+    folder: Path, *, channels: int | None, image_size: tuple[int, int] | None, stream: bool | None = False
 ) -> ImageSet:
     """Read every image under ``folder`` (recursively, sorted paths, hidden files skipped).
 
     When every image lies in a first-level sub-folder, the sorted sub-folder
     names are the classes and give the labels; otherwise there are no labels.
+    ``stream`` (None: decide from the size, see :func:`aekit.data.stream.should_stream`)
+    gives a :class:`~aekit.data.stream.StreamedSet` that decodes images when read.
     """
     try:
         paths = sorted(
@@ -391,8 +408,14 @@ def load_folder(
         classes = sorted({parts[0] for parts in relative})
         index = {c: i for i, c in enumerate(classes)}
         labels = torch.tensor([index[parts[0]] for parts in relative], dtype=torch.int64)
-    images = read_image_files(paths, channels=channels, image_size=image_size, source=str(folder))
-    return ImageSet(images, labels, folder.name or str(folder), classes)
+    name = folder.name or str(folder)
+    channels, image_size = image_format(paths, channels=channels, image_size=image_size, source=str(folder))
+    if stream is not False:
+        from aekit.data.stream import FolderImages, StreamedSet, should_stream
+
+        if should_stream(len(paths) * channels * image_size[0] * image_size[1], stream):
+            return StreamedSet(FolderImages(paths, channels, image_size), labels, name, classes)
+    return ImageSet(decode_images(paths, channels, image_size), labels, name, classes)
 
 
 # --------------------------------------------------------------------------- arrays
@@ -430,13 +453,31 @@ def _np_load(path: Path) -> np.ndarray | dict[str, np.ndarray]:
         raise AekitError(f"{path}: cannot read NumPy file ({type(exc).__name__}: {exc})") from None
 
 
-def load_array_file(path: Path) -> list[ImageSet]:
+def load_array_file(
+    path: Path, *, stream: bool | None = False, channels: int | None = None, image_size: tuple[int, int] | None = None
+) -> list[ImageSet]:
     """Read a ``.npy`` (images only) or ``.npz`` file into one set, or two (train, test).
 
     An ``.npz`` is searched for ``x_train``/``x_test`` (with ``y_train``/``y_test``),
     else ``images``, ``x`` or ``X`` (with ``labels`` or ``y``); an optional
-    ``classes`` string array names the labels.
+    ``classes`` string array names the labels. ``stream`` (None: decide from the size)
+    reads a ``.npy`` batch by batch instead (a :class:`~aekit.data.stream.StreamedSet` of
+    images converted to ``channels`` and ``image_size`` as they are read).
     """
+    if stream is not False and path.suffix.lower() == ".npy":
+        from aekit.data.stream import ArrayImages, StreamedSet, should_stream
+
+        try:
+            images = ArrayImages(path, channels=channels, image_size=image_size)
+        except AekitError:
+            if stream:
+                raise
+            images = None  # not streamable: loading it says what is wrong, or loads it
+        if images is not None and should_stream(len(images) * int(np.prod(images.image_shape)), stream):
+            return [StreamedSet(images, None, path.name)]
+    elif stream:
+        raise AekitError(f"{path}: only .npy files and image folders can be streamed; save the images with "
+                         f"numpy.save as a .npy file to stream them")
     arrays = _np_load(path)
     if isinstance(arrays, np.ndarray):
         return [ImageSet(to_uint8_images(arrays, source=str(path)), None, path.name)]
@@ -502,8 +543,8 @@ def _resolve(spec: str | os.PathLike[str]) -> tuple[str, Path]:
 
 
 def _conform_set(s: ImageSet, channels: int | None, image_size: tuple[int, int] | None) -> ImageSet:
-    if channels is None and image_size is None:
-        return s
+    if (channels is None and image_size is None) or not isinstance(s.images, torch.Tensor):
+        return s  # a streamed set converts its images as they are read
     return ImageSet(conform(s.images, channels=channels, image_size=image_size), s.labels, s.name, s.classes)
 
 
@@ -519,6 +560,7 @@ def load_dataset(
     mirrors: list[str] | None = None,
     progress: bool = True,
     binarize: str = "none",
+    stream: bool | None = False,
 ) -> Splits:
     """Load a training set and a test set.
 
@@ -551,6 +593,10 @@ def load_dataset(
     binarize : {"none", "static", "dynamic"}
         ``"static"``: one fixed Bernoulli sample of each set (pixels 0 or 255); ``"dynamic"``: a fixed
         sample of the test set only, the training set stays grey (training samples each batch afresh).
+    stream : bool or None
+        Read a ``.npy`` file or an image folder batch by batch instead of holding it in memory
+        (:mod:`aekit.data.stream`): True always, None when the uint8 images would take more than
+        half of the available memory, False (default) never.
 
     Returns
     -------
@@ -568,13 +614,15 @@ def load_dataset(
     if binarize not in BINARIZE:
         raise AekitError(f"binarize must be one of {', '.join(BINARIZE)} (got {binarize!r})")
     kind, path = _resolve(spec)
+    if stream and kind == "dataset":
+        raise AekitError(f"{spec} is always held in memory; --stream applies to .npy files and image folders")
     if kind == "dataset":
         splits = _load_named(path.name, data_dir, download=download, mirrors=mirrors, progress=progress)
     elif kind == "folder":
-        folder_set = load_folder(path, channels=channels, image_size=size)
+        folder_set = load_folder(path, channels=channels, image_size=size, stream=stream)
         splits = split_images(folder_set, test_split=test_split, seed=seed, name=folder_set.name)
     elif kind == "array":
-        sets = load_array_file(path)
+        sets = load_array_file(path, stream=stream, channels=channels, image_size=size)
         if len(sets) == 2:
             splits = Splits(sets[0], sets[1])
         else:

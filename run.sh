@@ -70,7 +70,7 @@ case "$cmd" in
         exec "$VENV/bin/aekit" "$@"
         ;;
     *)
-        sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,/^set -/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
         [ "$cmd" = help ] || exit 2
         ;;
 esac

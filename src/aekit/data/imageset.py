@@ -318,6 +318,12 @@ BINARIZE_TEST_SEED = 0
 BINARIZE_TRAIN_SEED = 1
 
 
+def check_binarize(mode: str) -> None:
+    """Raise :class:`AekitError` unless ``mode`` is one of :data:`BINARIZE`."""
+    if mode not in BINARIZE:
+        raise AekitError(f"binarize must be one of {', '.join(BINARIZE)} (got {mode!r})")
+
+
 def binarize(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """A Bernoulli sample of uint8 images: pixel on (255) with probability intensity / 255."""
     return (torch.bernoulli(images.float().div_(255), generator=generator) * 255).to(torch.uint8)
@@ -327,8 +333,7 @@ def binarize_splits(splits: Splits, mode: str) -> Splits:
     """Splits for ``mode``: ``"none"`` leaves them; ``"static"`` draws one fixed binarization of each
     set; ``"dynamic"`` fixes the test set only (training draws a fresh sample of each batch; see
     :func:`aekit.train.train`). The literature's convention for MNIST likelihoods is "dynamic"."""
-    if mode not in BINARIZE:
-        raise AekitError(f"binarize must be one of {', '.join(BINARIZE)} (got {mode!r})")
+    check_binarize(mode)
     if mode == "none":
         return splits
     if not (isinstance(splits.train.images, torch.Tensor) and isinstance(splits.test.images, torch.Tensor)):

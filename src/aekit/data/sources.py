@@ -23,10 +23,10 @@ from PIL import Image
 
 from aekit.data import download as _download
 from aekit.data.imageset import (
-    BINARIZE,
     ImageSet,
     Splits,
     binarize_splits,
+    check_binarize,
     check_channels,
     check_image_size,
     conform,
@@ -611,8 +611,7 @@ def load_dataset(
     """
     check_channels(channels)
     size = check_image_size(image_size)
-    if binarize not in BINARIZE:
-        raise AekitError(f"binarize must be one of {', '.join(BINARIZE)} (got {binarize!r})")
+    check_binarize(binarize)
     kind, path = _resolve(spec)
     if stream and kind == "dataset":
         raise AekitError(f"{spec} is always held in memory; --stream applies to .npy files and image folders")

@@ -110,7 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--weight-decay", type=float, default=None, help="Adam L2 weight decay (default 0)")
     t.add_argument("--grad-clip", type=float, default=None, help="clip the gradient norm (default 0: off)")
     t.add_argument("--compile", choices=("auto", "on", "off"), default=None,
-                   help="torch.compile the loss; auto (default) compiles runs long enough to repay its ~40 s cost")
+                   help="torch.compile the loss; auto (default) compiles runs long enough to repay its ~40 s cost "
+                        "(never MLPs that take the fast step)")
+    t.add_argument("--fast-step", choices=("auto", "off"), default=None,
+                   help="auto (default): MLPs train by a hand-written forward and backward pass with the same "
+                        "gradients as autograd, ~25%% faster; off: autograd")
     t.add_argument("--seed", type=int, default=None,
                    help="seeds initialisation, shuffling, noise and held-out splits: same seed, same run (default 0)")
     t.add_argument("--out", default=None, metavar="RUN_DIR", help="run folder (default a new runs/<model>-<arch>-<data>-<n>)")
@@ -269,7 +273,7 @@ def _train(args: argparse.Namespace) -> None:
             "arch", "data", "data_dir", "channels", "image_size", "test_split", "binarize", "latent_dim", "hidden",
             "activation", "likelihood", "gaussian_std", "beta", "noise_std", "mask_prob", "salt_pepper",
             "sparsity", "sparsity_weight", "sparsity_target", "epochs", "batch_size", "lr", "weight_decay", "seed",
-            "grad_clip", "compile",
+            "grad_clip", "compile", "fast_step",
         )
     }
     model = train(args.model, out=args.out, resume=args.resume, force=args.force,

@@ -154,10 +154,12 @@ class TrainConfig:
     seed: int = 0
     grad_clip: float = 0.0  # clip the gradient's global norm to this (0 = off)
     compile: str = "auto"  # torch.compile the loss: "auto" (when the run is long enough to pay it back) | "on" | "off"
+    fast_step: str = "auto"  # "auto": MLPs train by a hand-written forward/backward (aekit.fastmlp) | "off": autograd
 
     def __post_init__(self) -> None:
         _check_types(self)
         _choice("compile", self.compile, ("auto", "on", "off"))
+        _choice("fast_step", self.fast_step, ("auto", "off"))
         _positive("epochs", self.epochs)
         _positive("batch_size", self.batch_size)
         if not self.lr > 0:

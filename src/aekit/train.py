@@ -41,6 +41,8 @@ from .data.imageset import binarize_splits
 from .data.stream import chunks, default_workers, iter_batches
 from .distributed import World, process_group
 from .errors import AekitError, Interrupted
+from .fastmlp import MLPStep
+from .fastmlp import unsupported as fastmlp_unsupported
 from .model import Autoencoder
 from .objectives import draw_noise, loss_with_noise
 
@@ -286,6 +288,7 @@ def _fit(model, optimizer, generator, config: RunConfig, splits: Splits, run_dir
 
         trained = {"epoch": epoch + 1, "step": step, **{f"train_{k}": v / n_seen for k, v in zip(TERMS, sums.tolist())}}
         speed = {"train_images_per_second": round(n_seen / train_seconds, 1), "compiled": step_fn.compiled,
+                 "fast_step": step_fn.fast is not None,
                  "processes": world.size}
         world.on_main(functools.partial(_end_epoch, model, optimizer, generator, config, splits, run_dir,
                                         trained=trained, speed=speed, t0=t0, workers=workers, log=log))
@@ -401,9 +404,11 @@ def _should_compile(config: RunConfig, n_train: int) -> bool:
 class TrainStep:
     """One optimisation step: draw the step's noise, loss, backward, (fused) Adam update.
 
-    With ``use_compile`` the loss is ``torch.compile``-d for full batches (the last, smaller
-    batch of an epoch runs eagerly, so it never triggers a recompile). If compilation fails
-    (no C++ compiler, unsupported platform) training goes on eagerly with a warning.
+    An MLP on one CPU process takes the hand-written step of :mod:`aekit.fastmlp` (same gradients,
+    no autograd; ``--fast-step off`` turns it off). Otherwise, with ``use_compile`` the loss is
+    ``torch.compile``-d for full batches (the last, smaller batch of an epoch runs eagerly, so it never
+    triggers a recompile). If compilation fails (no C++ compiler, unsupported platform) training goes on
+    eagerly with a warning. ``--compile on`` asks for compilation, so it also means autograd.
 
     With several processes (``world``) the loss runs in DistributedDataParallel, which averages the
     gradients over the processes, and every process draws the noise of the whole global batch (keeping
@@ -414,6 +419,10 @@ class TrainStep:
                  *, use_compile: bool, log: Callable[[str], None], world: World | None = None) -> None:
         self.model, self.optimizer, self.config, self.log = model, optimizer, config, log
         self.world = world or World()
+        self.fast = None
+        if fast_step_applies(model, optimizer, config, self.world):
+            self.fast = MLPStep(model, optimizer, config.objective, grad_clip=config.train.grad_clip)
+            use_compile = False
         if self.world.size > 1:
             self.eager = self.world.wrap(_Loss(model, config.objective, batch_mean=self.world.mean_over_ranks))
         else:
@@ -438,6 +447,11 @@ class TrainStep:
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator, step: int) -> torch.Tensor:
         noise = self.draw_noise(x, generator)
+        if self.fast is not None:  # the loss and its gradients in one pass; the weights untouched yet
+            terms = self.fast.gradients(x, noise)
+            stacked = self._checked(terms, step)
+            self.fast.update()
+            return stacked
         if self.world.device.type != "cpu":
             x, noise = _on(self.world.device, x, noise)
         fn = self.eager
@@ -451,6 +465,17 @@ class TrainStep:
             self.log(f"warning: torch.compile failed ({type(err).__name__}); training without it")
             self.compiled_fn, self.compiled = None, False
             terms = self.eager(x, noise)
+        stacked = self._checked(terms, step)
+        self.optimizer.zero_grad(set_to_none=True)
+        terms["loss"].backward()
+        if self.config.train.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.train.grad_clip)
+        self.optimizer.step()
+        return stacked.cpu()  # a no-op on the CPU
+
+    @staticmethod
+    def _checked(terms: dict[str, torch.Tensor], step: int) -> torch.Tensor:
+        """The (4,) detached terms; an error, before any update, if one is not finite."""
         stacked = torch.stack([terms[name].detach() for name in TERMS])
         if not torch.isfinite(stacked).all():
             bad = next(name for name, value in zip(TERMS, stacked.tolist()) if not math.isfinite(value))
@@ -458,12 +483,14 @@ class TrainStep:
                 f"training diverged at step {step + 1}: the {bad} term is {terms[bad].item()} "
                 "(try a lower --lr or --grad-clip); the last checkpoint is kept"
             )
-        self.optimizer.zero_grad(set_to_none=True)
-        terms["loss"].backward()
-        if self.config.train.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.train.grad_clip)
-        self.optimizer.step()
-        return stacked.cpu()  # a no-op on the CPU
+        return stacked
+
+
+def fast_step_applies(model: Autoencoder, optimizer: torch.optim.Optimizer, config: RunConfig, world: World) -> bool:
+    """Whether a run trains by :class:`aekit.fastmlp.MLPStep`: decided from the configuration alone, so a
+    resumed run takes the numerical path the uninterrupted one took."""
+    return (config.train.fast_step == "auto" and config.train.compile != "on" and world.size == 1
+            and world.device.type == "cpu" and fastmlp_unsupported(model, optimizer) is None)
 
 
 class _Loss(torch.nn.Module):

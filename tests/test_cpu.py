@@ -46,3 +46,26 @@ def test_flush_denormal_is_on_after_tuning():
     tune_cpu()
     tiny = torch.tensor([1e-39], dtype=torch.float32)  # a float32 denormal
     assert float(tiny * 1.0) == 0.0
+
+
+# The OpenMP pool already exists (a parallel operation ran) when flush-to-zero is asked for: torch's own
+# call sets it in this thread only, and the worker's half of a parallel operation keeps its denormals.
+DENORMALS = """
+import sys, torch
+torch.set_num_threads(2)
+x = torch.full((1 << 20,), 1e-39)  # denormal floats, enough for the work to be split between threads
+(x * 1.0).sum()
+torch.set_flush_denormal(True)
+main_only = int((x * 1.0).count_nonzero())
+from aekit.cpu import tune_cpu
+tune_cpu()
+print(main_only, int((x * 1.0).count_nonzero()))
+"""
+
+
+@pytest.mark.skipif("OpenMP" not in torch.__config__.parallel_info(), reason="torch does not run on OpenMP here")
+def test_flush_to_zero_reaches_the_worker_threads_too():
+    out = subprocess.run([sys.executable, "-c", DENORMALS], capture_output=True, text=True, check=True)
+    main_only, everywhere = map(int, out.stdout.split())
+    assert main_only > 0  # what torch.set_flush_denormal alone leaves: the worker's denormals
+    assert everywhere == 0

@@ -114,20 +114,20 @@ class MLPStep:
 
     # ----- the step -----
 
-    def __call__(self, x: torch.Tensor, noise: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def __call__(self, x: torch.Tensor, noise: dict[str, torch.Tensor]) -> dict[str, float]:
         terms = self.gradients(x, noise)
         self.update()
         return terms
 
     @torch.no_grad()
-    def gradients(self, x: torch.Tensor, noise: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """The loss terms of the batch; the loss's gradient in every parameter's ``.grad``."""
+    def gradients(self, x: torch.Tensor, noise: dict[str, torch.Tensor]) -> dict[str, float]:
+        """The loss terms of the batch (floats); the loss's gradient in every parameter's ``.grad``."""
         objective = self.objective
         batch, d = x.shape[0], self.latent_dim
         buf = self._buf(batch)
         inputs = apply_corruption(x, noise, noise_std=objective.noise_std, mask_prob=objective.mask_prob,
                                   salt_pepper=objective.salt_pepper)
-        target = x.reshape(batch, -1)
+        target = x.reshape(-1)  # (B * pixels,)
 
         # Forward: encoder, latent, decoder; every activation kept for the backward pass.
         h = inputs.reshape(batch, -1)
@@ -146,7 +146,8 @@ class MLPStep:
             code = torch.addcmul(mu, std, noise["eps"], out=buf["z"])  # z = mu + sigma eps
             var = torch.mul(std, std, out=buf["t"])  # exp(logvar)
             # KL = -1/2 sum(1 + logvar - mu^2 - var), per image, then the batch mean
-            kl = (torch.sub(var, logvar, out=buf["u"]).addcmul_(mu, mu).sum() - mu.numel()) * (0.5 / batch)
+            kl_sum = torch.sub(var, logvar, out=buf["u"]).addcmul_(mu, mu).sum().item()
+            kl = (kl_sum - mu.numel()) * (0.5 / batch)
         else:
             code = torch.addmm(head.bias, h, head.weight_t, out=buf["head"])
             if self.sigmoid_codes:
@@ -167,18 +168,18 @@ class MLPStep:
             # of softplus's slow kernel.
             neg = torch.addmm(out_layer.bias, g, out_layer.weight_t, beta=-1, alpha=-1, out=buf[f"d{last}"])
             u = torch.sigmoid(neg, out=dlogits)  # sigmoid(-l) = 1 - sigmoid(l)
-            nats = torch.log(u, out=buf["pixels"]).sum()
-            if not math.isfinite(nats.item()):  # sigmoid(-l) underflowed (l > 87): the exact form
-                nats = -F.softplus(-neg).sum()
-            recon = (torch.dot(neg.view(-1), target.reshape(-1)) - nats) / batch
-            delta, scale = u.add_(target).sub_(1.0), -1.0 / batch  # u + x - 1 = -(sigmoid(l) - x)
+            nats = torch.log(u, out=buf["pixels"]).sum().item()
+            if not math.isfinite(nats):  # sigmoid(-l) underflowed (l > 87): the exact form
+                nats = -F.softplus(-neg).sum().item()
+            recon = (torch.dot(neg.view(-1), target).item() - nats) / batch
+            delta, scale = u.add_(target.view(batch, -1)).sub_(1.0), -1.0 / batch  # u + x - 1 = -(sigmoid(l) - x)
         else:  # 1/2 ((x - m) / s)^2 + log s + 1/2 log 2 pi, m = sigmoid(l); gradient (m - x) m (1 - m) / s^2
             s = objective.gaussian_std
             logits = torch.addmm(out_layer.bias, g, out_layer.weight_t, out=buf[f"d{last}"])
             m = torch.sigmoid(logits, out=buf["pixels"])
-            diff = torch.sub(m, target, out=dlogits)
-            recon = (0.5 / s**2) * torch.dot(diff.view(-1), diff.view(-1)) / batch \
-                + (math.log(s) + 0.5 * math.log(2 * math.pi)) * target.shape[1]
+            diff = torch.sub(m, target.view(batch, -1), out=dlogits)
+            recon = (0.5 / s**2) * torch.dot(diff.view(-1), diff.view(-1)).item() / batch \
+                + (math.log(s) + 0.5 * math.log(2 * math.pi)) * dlogits.shape[1]
             delta, scale = diff.mul_(m).mul_(m.neg_().add_(1.0)), 1.0 / (s**2 * batch)
 
         # Backward through the decoder, to the code.
@@ -197,12 +198,12 @@ class MLPStep:
             dlogvar = torch.mul(dcode, noise["eps"], out=dboth[:, d:]).mul_(std).mul_(0.5)
             dlogvar.add_(var.sub_(1.0), alpha=0.5 * beta / batch)
             _aten.hardtanh_backward.grad_input(dlogvar, raw, *LOGVAR_RANGE, grad_input=dlogvar)  # none outside the clamp
-            sparsity = x.new_zeros(())
+            sparsity = 0.0
         else:
             dboth, sparsity = self._sparsity(code, dcode, batch)
             if self.sigmoid_codes:
                 dboth = dboth.mul_(code).mul_(torch.sub(1.0, code, out=buf["t"]))  # sigmoid'
-            kl = x.new_zeros(())
+            kl = 0.0
         n_enc = len(self.encoder)
         delta = _linear_backward(head, dboth, enc_in[-1], 1.0, buf[f"de{n_enc - 1}"])
 
@@ -212,15 +213,15 @@ class MLPStep:
                                      buf[f"de{i - 1}"] if i else None)
 
         loss = recon + beta * kl + weight * sparsity
-        return {"loss": loss, "recon": recon, "kl": kl, "sparsity": sparsity}
+        return {"loss": loss, "recon": recon, "kl": kl, "sparsity": sparsity}  # Python floats
 
-    def _sparsity(self, code: torch.Tensor, dcode: torch.Tensor, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _sparsity(self, code: torch.Tensor, dcode: torch.Tensor, batch: int) -> tuple[torch.Tensor, float]:
         """The sparsity penalty of the codes and its gradient added to ``dcode``."""
         objective = self.objective
         weight = objective.sparsity_weight
         if objective.sparsity == "l1":  # mean over images of sum |code|
             dcode.add_(torch.sign(code), alpha=weight / batch)
-            return dcode, code.abs().sum() / batch
+            return dcode, code.abs().sum().item() / batch
         if objective.sparsity == "kl":  # sum_j KL(rho || rho_hat_j), rho_hat the batch mean of unit j
             eps, rho = 1e-6, objective.sparsity_target
             raw = code.mean(0)
@@ -228,8 +229,8 @@ class MLPStep:
             value = torch.sum(rho * torch.log(rho / rho_hat) + (1 - rho) * torch.log((1 - rho) / (1 - rho_hat)))
             grad = (-rho / rho_hat + (1 - rho) / (1 - rho_hat)) * ((raw >= eps) & (raw <= 1 - eps))
             dcode.add_(grad, alpha=weight / batch)  # (D,) broadcast over the batch: d rho_hat_j / d code_ij = 1/B
-            return dcode, value
-        return dcode, code.new_zeros(())
+            return dcode, value.item()
+        return dcode, 0.0
 
     def _act(self, h: torch.Tensor) -> torch.Tensor:
         if self.activation == "relu":

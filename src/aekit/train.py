@@ -448,10 +448,10 @@ class TrainStep:
     def __call__(self, x: torch.Tensor, generator: torch.Generator, step: int) -> torch.Tensor:
         noise = self.draw_noise(x, generator)
         if self.fast is not None:  # the loss and its gradients in one pass; the weights untouched yet
-            terms = self.fast.gradients(x, noise)
-            stacked = self._checked(terms, step)
+            values = self.fast.gradients(x, noise)
+            self._check_finite([values[name] for name in TERMS], step)
             self.fast.update()
-            return stacked
+            return torch.tensor([values[name] for name in TERMS], dtype=torch.float64)
         if self.world.device.type != "cpu":
             x, noise = _on(self.world.device, x, noise)
         fn = self.eager
@@ -465,7 +465,8 @@ class TrainStep:
             self.log(f"warning: torch.compile failed ({type(err).__name__}); training without it")
             self.compiled_fn, self.compiled = None, False
             terms = self.eager(x, noise)
-        stacked = self._checked(terms, step)
+        stacked = torch.stack([terms[name].detach() for name in TERMS])
+        self._check_finite(stacked.tolist(), step)
         self.optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
         if self.config.train.grad_clip > 0:
@@ -474,16 +475,12 @@ class TrainStep:
         return stacked.cpu()  # a no-op on the CPU
 
     @staticmethod
-    def _checked(terms: dict[str, torch.Tensor], step: int) -> torch.Tensor:
-        """The (4,) detached terms; an error, before any update, if one is not finite."""
-        stacked = torch.stack([terms[name].detach() for name in TERMS])
-        if not torch.isfinite(stacked).all():
-            bad = next(name for name, value in zip(TERMS, stacked.tolist()) if not math.isfinite(value))
-            raise AekitError(
-                f"training diverged at step {step + 1}: the {bad} term is {terms[bad].item()} "
-                "(try a lower --lr or --grad-clip); the last checkpoint is kept"
-            )
-        return stacked
+    def _check_finite(values: list[float], step: int) -> None:
+        """An error, before any update, if a term of the loss is not finite."""
+        for name, value in zip(TERMS, values):
+            if not math.isfinite(value):
+                raise AekitError(f"training diverged at step {step + 1}: the {name} term is {value} "
+                                 "(try a lower --lr or --grad-clip); the last checkpoint is kept")
 
 
 def fast_step_applies(model: Autoencoder, optimizer: torch.optim.Optimizer, config: RunConfig, world: World) -> bool:

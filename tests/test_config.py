@@ -65,3 +65,23 @@ def test_kl_sparsity_needs_sigmoid_codes():
 def test_oversized_images_are_refused():
     with pytest.raises(AekitError, match="too large"):
         ModelConfig(channels=3, height=4096, width=4096)
+
+
+def test_the_sae_decoder_reads_codes_divided_by_the_target_rate():
+    assert preset("sae").model.code_scale == pytest.approx(20.0)
+    assert preset("sae", sparsity_target=0.1).model.code_scale == pytest.approx(10.0)
+    assert preset("sae", code_scale=1.0).model.code_scale == 1.0  # asked for explicitly
+    assert preset("sae", sparsity="l1").model.code_scale == 1.0  # no target rate to scale by
+    assert preset("ae").model.code_scale == preset("vae").model.code_scale == 1.0
+
+
+def test_configs_saved_before_code_scale_load_with_no_scaling():
+    raw = preset("sae").to_dict()
+    del raw["model"]["code_scale"]
+    assert RunConfig.from_dict(raw).model.code_scale == 1.0
+
+
+@pytest.mark.parametrize("bad", [0.0, -2.0, float("nan"), float("inf")])
+def test_code_scale_must_be_a_positive_number(bad):
+    with pytest.raises(AekitError, match="code_scale must be a positive number"):
+        preset("ae", code_scale=bad)

@@ -136,7 +136,9 @@ def test_a_batch_level_penalty_is_that_of_the_whole_batch(tmp_path):
                    cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     single("sae", tmp_path / "one", 1, **SAE)
-    assert max_difference(tmp_path / "ddp", tmp_path / "one") < 1e-5
+    # The preset's decoder reads code / rho (20x): float rounding of the all-reduced sums then shows at about
+    # 1e-5. A penalty of each process's own half-batch mean differed by 7.7e-3 (measured without the scaling).
+    assert max_difference(tmp_path / "ddp", tmp_path / "one") < 5e-5
 
 
 def test_sharded_evaluation_equals_one_process(tmp_path):

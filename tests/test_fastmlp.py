@@ -39,6 +39,7 @@ CASES = {
     "sae-kl": ("sae", {}),
     "sae-l1": ("sae", {"sparsity": "l1", "sparsity_weight": 0.5}),
     "ae-l1-unsquashed": ("ae", {"sparsity": "l1", "sparsity_weight": 0.1}),
+    "vae-scaled-code": ("vae", {"code_scale": 3.0}),
 }
 
 
@@ -173,3 +174,10 @@ def test_runs_record_which_step_trained_them(tmp_path):
     assert [r["fast_step"] for r in rows["off"]] == [False, False]
     for a, b in zip(rows["auto"], rows["off"]):  # the same training, up to float rounding
         assert a["test_loss"] == pytest.approx(b["test_loss"], rel=1e-4)
+
+
+def test_the_scaled_code_case_is_covered():
+    """The SAE preset's decoder reads code / rho: the "sae-kl" case above runs through that scaling."""
+    family, overrides = CASES["sae-kl"]
+    config, _, _, _ = _setup(family, **overrides)
+    assert config.model.code_scale == pytest.approx(20.0)

@@ -180,3 +180,13 @@ def test_output_bias_init_starts_the_decoder_at_the_mean_image(arch):
         torch.testing.assert_close(torch.sigmoid(last.bias).view(3, 12, 10), mean, atol=1e-5, rtol=0)
     else:
         torch.testing.assert_close(last.bias, torch.logit(mean).mean((1, 2)))
+
+
+@pytest.mark.parametrize("arch", ["mlp", "conv"])
+def test_decode_scales_the_code_before_the_decoder(arch):
+    model, _ = make("sae", arch, (1, 12, 12))
+    assert model.config.code_scale == pytest.approx(20.0)
+    z = torch.rand(3, model.config.latent_dim) * 0.1
+    with torch.no_grad():
+        assert torch.allclose(model.decode(z), model.decoder(z * 20.0))
+        assert not torch.allclose(model.decode(z), model.decoder(z), atol=1e-3)

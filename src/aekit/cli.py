@@ -102,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--sparsity", choices=("none", "l1", "kl"), default=None, help="sparsity penalty (default kl for sae)")
     t.add_argument("--sparsity-weight", type=float, default=None, help="weight of the sparsity penalty (default 10 for sae, else 1)")
     t.add_argument("--sparsity-target", type=float, default=None, help="target activation rho for kl sparsity (default 0.05)")
+    t.add_argument("--code-scale", type=float, default=None,
+                   help="the decoder reads code x this (default 1; an SAE with kl sparsity: 1/rho, so its input is O(1))")
     t.add_argument("--epochs", type=int, default=None, help="passes over the training images (default 10)")
     t.add_argument("--batch-size", type=int, default=None,
                    help="images per optimisation step (default 128); under torchrun the global batch: each of N "
@@ -272,7 +274,7 @@ def _train(args: argparse.Namespace) -> None:
         for name in (
             "arch", "data", "data_dir", "channels", "image_size", "test_split", "binarize", "latent_dim", "hidden",
             "activation", "likelihood", "gaussian_std", "beta", "noise_std", "mask_prob", "salt_pepper",
-            "sparsity", "sparsity_weight", "sparsity_target", "epochs", "batch_size", "lr", "weight_decay", "seed",
+            "sparsity", "sparsity_weight", "sparsity_target", "code_scale", "epochs", "batch_size", "lr", "weight_decay", "seed",
             "grad_clip", "compile", "fast_step",
         )
     }

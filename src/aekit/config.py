@@ -20,6 +20,7 @@ Any field can be overridden, so ``vae`` + ``noise_std=0.3`` is a denoising VAE a
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -46,6 +47,7 @@ class ModelConfig:
     latent: str = "point"  # "point" (deterministic code) | "gaussian" (diagonal-Gaussian q(z|x))
     code_activation: str = "none"  # "none" | "sigmoid" (codes in (0, 1), for sparsity)
     activation: str = "relu"  # hidden-layer nonlinearity: relu | leaky_relu | elu | gelu | tanh
+    code_scale: float = 1.0  # the decoder reads code * code_scale; the SAE preset: 1 / rho (see preset())
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -60,6 +62,8 @@ class ModelConfig:
         _positive("height", self.height)
         _positive("width", self.width)
         _positive("latent_dim", self.latent_dim)
+        if not (math.isfinite(self.code_scale) and self.code_scale > 0):
+            raise AekitError(f"code_scale must be a positive number (got {self.code_scale})")
         if self.channels > 4:
             raise AekitError(f"channels must be 1 to 4 (got {self.channels})")
         if self.channels * self.height * self.width > MAX_PIXELS:
@@ -243,6 +247,12 @@ def preset(family: str, **overrides: Any) -> RunConfig:
         parts[name] = part_cls(**{k: values.pop(k) for k in list(values) if k in names})
     if values:
         raise AekitError(f"unknown option(s): {', '.join(sorted(values))}")
+    model, objective = parts["model"], parts["objective"]
+    if model.code_activation == "sigmoid" and objective.sparsity == "kl" and overrides.get("code_scale") is None:
+        # Codes held near rho (0.05) reach the decoder 20x smaller than a plain AE's: its first layer's
+        # weights would have to grow 20x, a step of Adam at a time. Reading code / rho puts them at O(1):
+        # on MNIST (MLP, 30 epochs) the SAE's MSE went from 1.61x the AE's to 1.11x at the same rate.
+        parts["model"] = dataclasses.replace(model, code_scale=1.0 / objective.sparsity_target)
     return RunConfig(family=family, **parts)
 
 

@@ -69,6 +69,7 @@ class MLPStep:
         config = model.config
         self.activation = config.activation
         self.latent_dim = config.latent_dim
+        self.code_scale = config.code_scale
         self.variational = config.latent == "gaussian"
         self.sigmoid_codes = not self.variational and config.code_activation == "sigmoid"
         if self.variational:
@@ -105,7 +106,7 @@ class MLPStep:
             bufs = {"head": new(self.head.width), "dhead": new(self.head.width), "pixels": new(self.decoder[-1].width)}
             for i, layer in enumerate(self.encoder):
                 bufs[f"e{i}"], bufs[f"de{i}"] = new(layer.width), new(layer.width)
-            for name in ("code", "dcode", "logvar", "std", "z", "t", "u"):
+            for name in ("code", "dcode", "logvar", "std", "z", "t", "u", "scaled"):
                 bufs[name] = new(self.latent_dim)
             for i, layer in enumerate(self.decoder):
                 bufs[f"d{i}"], bufs[f"dd{i}"] = new(layer.width), new(layer.width)
@@ -152,8 +153,9 @@ class MLPStep:
             code = torch.addmm(head.bias, h, head.weight_t, out=buf["head"])
             if self.sigmoid_codes:
                 code = torch.sigmoid(code, out=buf["code"])
-        dec_in = [code]
-        g = code
+        code_scale = self.code_scale
+        g = code if code_scale == 1.0 else torch.mul(code, code_scale, out=buf["scaled"])  # what the decoder reads
+        dec_in = [g]
         last = len(self.decoder) - 1
         for i, layer in enumerate(self.decoder[:-1]):
             g = self._act(torch.addmm(layer.bias, g, layer.weight_t, out=buf[f"d{i}"]))
@@ -187,7 +189,7 @@ class MLPStep:
         for i in range(last - 1, -1, -1):
             delta = _linear_backward(self.decoder[i], self._act_backward(delta, dec_in[i + 1]), dec_in[i], 1.0,
                                      buf[f"dd{i - 1}"] if i else buf["dcode"])
-        dcode = delta
+        dcode = delta if code_scale == 1.0 else delta.mul_(code_scale)
 
         # Through the latent (and its penalties) to the encoder's features.
         beta, weight = objective.beta, objective.sparsity_weight

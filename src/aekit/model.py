@@ -75,7 +75,8 @@ class Autoencoder(nn.Module):
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """(B, D) -> (B, C, H, W) logits; ``mean_image`` maps them to [0, 1]."""
-        return self.decoder(z)
+        scale = self.config.code_scale
+        return self.decoder(z if scale == 1.0 else z * scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Reconstruction (posterior mode decoded) in [0, 1]."""

@@ -116,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(never MLPs that take the fast step)")
     t.add_argument("--fast-step", choices=("auto", "off"), default=None,
                    help="auto (default): MLPs train by a hand-written forward and backward pass with the same "
-                        "gradients as autograd, ~25%% faster; off: autograd")
+                        "gradients as autograd, about 1.3x faster; off: autograd")
     t.add_argument("--seed", type=int, default=None,
                    help="seeds initialisation, shuffling, noise and held-out splits: same seed, same run (default 0)")
     t.add_argument("--out", default=None, metavar="RUN_DIR", help="run folder (default a new runs/<model>-<arch>-<data>-<n>)")

@@ -249,6 +249,23 @@ def row(spec: Spec, metrics: dict) -> dict:
             "weights": f"bench/weights/{spec.dataset}/{spec.name}", "metrics": metrics}
 
 
+def merge_rows(old: list[dict], new: list[dict]) -> list[dict]:
+    """``old`` rows (published ones dropped: they are re-added) with each of ``new`` in place of the row of
+    the same dataset and run (PCA rows: the same dataset), or appended."""
+    def key(r: dict) -> tuple[str, str]:
+        return r["dataset"], "pca" if r["family"] == "pca" else r["run"]
+
+    merged = [r for r in old if not r.get("published")]
+    where = {key(r): i for i, r in enumerate(merged)}
+    for r in new:
+        if key(r) in where:
+            merged[where[key(r)]] = r
+        else:
+            where[key(r)] = len(merged)
+            merged.append(r)
+    return merged
+
+
 # ----------------------------------------------------------------------------- targets
 
 
@@ -339,7 +356,9 @@ def write_markdown(rows: list[dict], targets: list[dict], meta: dict) -> None:
         "",
         "Every family on the MNIST and Fashion-MNIST test sets, next to PCA and published figures.",
         f"Made by `python bench/results.py` ({meta['date']}); `python bench/results.py --evaluate-only` re-checks",
-        f"every number from the committed weights in `bench/weights/` ({meta['evaluate_seconds']:.0f} s for this run).",
+        f"every number from the committed weights in `bench/weights/` ({meta['evaluate_seconds']:.0f} s for its last "
+        "whole run)." + (f" The rows of `--only {meta['updated_only']}` were re-checked on {meta['date']}."
+                          if meta.get("updated_only") else ""),
         f"Training times are wall-clock on {meta['machine']}, summed over epochs; runs that shared the machine with",
         "other jobs took longer (each run's `metrics.jsonl` has its per-epoch `epoch_seconds`).",
         "",
@@ -454,6 +473,12 @@ def main() -> None:
         return
     meta = {"date": time.strftime("%Y-%m-%d"), "evaluate_seconds": seconds,
             "machine": f"{os.cpu_count()} CPU cores, torch {torch.__version__}"}
+    if args.only is not None and RESULTS_JSON.exists():  # a partial re-check: the other rows stay as they were
+        rows = merge_rows(json.loads(RESULTS_JSON.read_text()), rows)
+        targets = check_targets(rows)
+        full = json.loads(TARGETS_JSON.read_text())["meta"] if TARGETS_JSON.exists() else {}
+        meta = {**meta, "evaluate_seconds": full.get("evaluate_seconds", seconds),  # the last whole run's
+                "updated_only": args.only}
     RESULTS_JSON.parent.mkdir(parents=True, exist_ok=True)
     published = [{**p, "train_seconds": None, "command": None, "published": True} for p in PUBLISHED]
     RESULTS_JSON.write_text(json.dumps(rows + published, indent=1) + "\n")

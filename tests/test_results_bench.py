@@ -83,3 +83,19 @@ def test_the_committed_table_is_well_formed():
             assert set(r["metrics"]) & allowed
             assert all(isinstance(v, (int, float)) for k, v in r["metrics"].items() if k in allowed)
     assert {r["family"] for r in rows if r["dataset"] == "mnist"} >= {"pca"}
+
+
+def test_a_partial_recheck_replaces_its_rows_and_keeps_the_others(results):
+    old = [
+        _row("mnist", "pca", "linear", run="pca-32", mse=0.0152),
+        _row("mnist", "ae", "mlp", mse=0.0045),
+        _row("mnist", "dae", "conv", mse=0.0065),
+        _row("fashion-mnist", "ae", "mlp", mse=0.0078),
+        {**_row("mnist", "vae", "mlp", run="published", latent=50), "published": True},
+    ]
+    new = [_row("mnist", "pca", "linear", run="pca-32", mse=0.0151), _row("mnist", "dae", "conv", mse=0.0059),
+           _row("mnist", "sae", "conv", mse=0.0059)]
+    merged = results.merge_rows(old, new)
+    assert [(r["dataset"], r["run"], r["metrics"]["mse"]) for r in merged] == [
+        ("mnist", "pca-32", 0.0151), ("mnist", "ae-mlp-32", 0.0045), ("mnist", "dae-conv-32", 0.0059),
+        ("fashion-mnist", "ae-mlp-32", 0.0078), ("mnist", "sae-conv-32", 0.0059)]

@@ -85,12 +85,12 @@ def suite() -> list[Spec]:
     specs = []
     for data in DATASETS:
         for arch, epochs in (("mlp", 30), ("conv", 10)):
-            longer = 25 if (data, arch) == ("mnist", "conv") else epochs  # the MNIST AE target's run
+            longer = 25 if (data, arch) == ("mnist", "conv") else epochs  # the MNIST AE target's run (and the SAE's)
             denoiser = 50 if (data, arch) == ("mnist", "conv") else epochs  # the MNIST DAE target's run
             specs += [
                 Spec(data, "ae", arch, 32, longer),
                 Spec(data, "dae", arch, 32, denoiser, (("--noise-std", str(NOISE)),)),
-                Spec(data, "sae", arch, 32, epochs, (("--sparsity", "kl"), ("--sparsity-target", "0.05"))),
+                Spec(data, "sae", arch, 32, longer, (("--sparsity", "kl"), ("--sparsity-target", "0.05"))),
                 Spec(data, "vae", arch, 32, epochs),
             ]
     # likelihood rows, MNIST only: the literature's protocol; the VAE at its own size

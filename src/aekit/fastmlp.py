@@ -26,13 +26,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .objectives import apply_corruption
+from .latent import LOGVAR_RANGE
+from .nets import LEAKY_SLOPE
+from .objectives import KL_SPARSITY_EPS, apply_corruption, kl_sparsity, l1_sparsity
 
 _aten = torch.ops.aten
 
 ACTIVATIONS = ("relu", "leaky_relu", "tanh")
-LEAKY_SLOPE = 0.2  # nets.ACTIVATIONS["leaky_relu"]
-LOGVAR_RANGE = (-30.0, 20.0)  # latent.DiagonalGaussian's clamp
 
 
 def unsupported(model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> str | None:
@@ -218,20 +218,19 @@ class MLPStep:
         return {"loss": loss, "recon": recon, "kl": kl, "sparsity": sparsity}  # Python floats
 
     def _sparsity(self, code: torch.Tensor, dcode: torch.Tensor, batch: int) -> tuple[torch.Tensor, float]:
-        """The sparsity penalty of the codes and its gradient added to ``dcode``."""
+        """The sparsity penalty of the codes (objectives.py's value) and its gradient added to ``dcode``."""
         objective = self.objective
         weight = objective.sparsity_weight
         if objective.sparsity == "l1":  # mean over images of sum |code|
             dcode.add_(torch.sign(code), alpha=weight / batch)
-            return dcode, code.abs().sum().item() / batch
+            return dcode, l1_sparsity(code).mean().item()
         if objective.sparsity == "kl":  # sum_j KL(rho || rho_hat_j), rho_hat the batch mean of unit j
-            eps, rho = 1e-6, objective.sparsity_target
+            eps, rho = KL_SPARSITY_EPS, objective.sparsity_target
             raw = code.mean(0)
             rho_hat = raw.clamp(eps, 1 - eps)
-            value = torch.sum(rho * torch.log(rho / rho_hat) + (1 - rho) * torch.log((1 - rho) / (1 - rho_hat)))
             grad = (-rho / rho_hat + (1 - rho) / (1 - rho_hat)) * ((raw >= eps) & (raw <= 1 - eps))
             dcode.add_(grad, alpha=weight / batch)  # (D,) broadcast over the batch: d rho_hat_j / d code_ij = 1/B
-            return dcode, value.item()
+            return dcode, kl_sparsity(code, rho).item()
         return dcode, 0.0
 
     def _act(self, h: torch.Tensor) -> torch.Tensor:

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 LOG_2PI = math.log(2 * math.pi)
+LOGVAR_RANGE = (-30.0, 20.0)  # log-variances are clamped here: keeps exp() finite
 
 
 class PointPosterior:
@@ -40,7 +41,7 @@ class DiagonalGaussian:
 
     def __init__(self, mean: torch.Tensor, logvar: torch.Tensor) -> None:
         self.mean = mean  # (B, D)
-        self.logvar = logvar.clamp(-30.0, 20.0)  # keeps exp() finite
+        self.logvar = logvar.clamp(*LOGVAR_RANGE)
         self.std = torch.exp(0.5 * self.logvar)
 
     def mode(self) -> torch.Tensor:

@@ -19,9 +19,11 @@ from torch import nn
 
 from .config import ModelConfig
 
+LEAKY_SLOPE = 0.2
+
 ACTIVATIONS = {
     "relu": nn.ReLU,
-    "leaky_relu": lambda: nn.LeakyReLU(0.2),
+    "leaky_relu": lambda: nn.LeakyReLU(LEAKY_SLOPE),
     "elu": nn.ELU,
     "gelu": nn.GELU,
     "tanh": nn.Tanh,

@@ -92,8 +92,11 @@ def l1_sparsity(codes: torch.Tensor) -> torch.Tensor:
     return codes.abs().sum(1)
 
 
+KL_SPARSITY_EPS = 1e-6  # rho_hat is clamped to [eps, 1 - eps]
+
+
 def kl_sparsity(
-    codes: torch.Tensor, target: float, eps: float = 1e-6, batch_mean: Callable[[torch.Tensor], torch.Tensor] | None = None
+    codes: torch.Tensor, target: float, eps: float = KL_SPARSITY_EPS, batch_mean: Callable[[torch.Tensor], torch.Tensor] | None = None
 ) -> torch.Tensor:
     """sum_j KL(rho || rho_hat_j), rho_hat_j = batch mean of unit j (Ng 2011, "Sparse autoencoder").
 

@@ -143,6 +143,7 @@ def test_python_dash_m_and_the_console_script_work(tmp_path, runs):
         (["train", "--epochs", "0"], "epochs must be >= 1"),
         (["train", "--hidden", "a,b"], "comma-separated integers"),
         (["train", "--noise-std", "-1"], "noise_std must be >= 0"),
+        (["train", "--model", "dae", "--noise-std-min", "0.8"], "noise_std_min must be in [0, noise_std]"),
         (["train", "--resume"], "--resume needs the run folder"),
         (["info", "no/such/run"], "not a folder"),
         (["sample", "RUN", "-o", "x.jpg"], ".png"),

@@ -44,6 +44,8 @@ def test_json_round_trip_is_exact():
         ({"model": {"arch": "transformer"}}, "arch must be one of"),
         ({"model": {"hidden": [0]}}, "between 1 and 65536"),
         ({"objective": {"sparsity_target": 1.5}}, "sparsity_target"),
+        ({"objective": {"noise_std": 0.5, "noise_std_min": 0.6}}, r"noise_std_min must be in \[0, noise_std\]"),
+        ({"objective": {"noise_std": 0.5, "noise_std_min": -0.1}}, "noise_std_min must be in"),
         ({"train": {"lr": -1}}, "lr must be > 0"),
         ({"family": "gan"}, "family must be one of"),
         ({"surprise": 1}, "unknown key"),

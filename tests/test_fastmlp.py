@@ -36,6 +36,7 @@ CASES = {
     "ae": ("ae", {}),
     "ae-gaussian-one-layer": ("ae", {"likelihood": "gaussian", "hidden": (20,)}),
     "dae": ("dae", {}),
+    "dae-blind": ("dae", {"noise_std_min": 0.1}),
     "sae-kl": ("sae", {}),
     "sae-l1": ("sae", {"sparsity": "l1", "sparsity_weight": 0.5}),
     "ae-l1-unsquashed": ("ae", {"sparsity": "l1", "sparsity_weight": 0.1}),

@@ -146,6 +146,20 @@ def test_corruptions_do_what_they_say():
     assert objectives.corrupt(x) is x
 
 
+def test_blind_noise_draws_one_std_per_image_in_the_range():
+    x = torch.full((400, 1, 40, 40), 0.5)
+    config = ObjectiveConfig(noise_std=0.4, noise_std_min=0.1)
+    noise = objectives.draw_noise(x, config, 0, False, torch.Generator().manual_seed(0))
+    stds = (0.4 * noise["gauss"]).flatten(1).std(1)  # the std each image is corrupted with
+    assert stds.min() > 0.1 * 0.9 and stds.max() < 0.4 * 1.1
+    assert stds.min() < 0.13 and stds.max() > 0.37  # the whole range, not one level
+    assert abs(stds.mean().item() - 0.25) < 0.02  # uniform in [0.1, 0.4]
+    fixed = objectives.draw_noise(x, ObjectiveConfig(noise_std=0.4, noise_std_min=0.4), 0, False,
+                                  torch.Generator().manual_seed(0))
+    torch.testing.assert_close(fixed["gauss"], objectives.draw_noise(x, ObjectiveConfig(noise_std=0.4), 0, False,
+                                                                      torch.Generator().manual_seed(0))["gauss"])
+
+
 def test_gaussian_likelihood_is_a_scaled_squared_error():
     logits = torch.zeros(2, 1, 2, 2)  # mean 0.5
     target = torch.ones(2, 1, 2, 2)

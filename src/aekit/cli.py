@@ -97,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--beta", type=float, default=None, help="KL weight of a VAE (default 1)")
     t.add_argument("--noise-std", type=float, default=None,
                    help="Gaussian input corruption (default 0.5 for dae, else 0)")
+    t.add_argument("--noise-std-min", type=float, default=None, metavar="STD",
+                   help="blind denoising: each image's noise std uniform in [STD, --noise-std] instead of fixed")
     t.add_argument("--mask-prob", type=float, default=None, help="masking corruption: fraction of pixels zeroed")
     t.add_argument("--salt-pepper", type=float, default=None, help="salt-and-pepper corruption: fraction of pixels")
     t.add_argument("--sparsity", choices=("none", "l1", "kl"), default=None, help="sparsity penalty (default kl for sae)")
@@ -273,7 +275,7 @@ def _train(args: argparse.Namespace) -> None:
         name: getattr(args, name)
         for name in (
             "arch", "data", "data_dir", "channels", "image_size", "test_split", "binarize", "latent_dim", "hidden",
-            "activation", "likelihood", "gaussian_std", "beta", "noise_std", "mask_prob", "salt_pepper",
+            "activation", "likelihood", "gaussian_std", "beta", "noise_std", "noise_std_min", "mask_prob", "salt_pepper",
             "sparsity", "sparsity_weight", "sparsity_target", "code_scale", "epochs", "batch_size", "lr", "weight_decay", "seed",
             "grad_clip", "compile", "fast_step",
         )

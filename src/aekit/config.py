@@ -92,6 +92,7 @@ class ObjectiveConfig:
     gaussian_std: float = 0.1  # std of the Gaussian likelihood
     beta: float = 1.0  # weight of KL(q(z|x) || N(0, I)); Higgins et al. 2017
     noise_std: float = 0.0  # additive Gaussian corruption (denoising); Vincent et al. 2008
+    noise_std_min: float | None = None  # set: each image's std is uniform in [noise_std_min, noise_std] (blind)
     mask_prob: float = 0.0  # masking corruption: fraction of pixels set to 0
     salt_pepper: float = 0.0  # salt-and-pepper corruption: fraction of pixels set to 0 or 1
     sparsity: str = "none"  # "none" | "l1" | "kl"
@@ -107,6 +108,10 @@ class ObjectiveConfig:
         for name in ("beta", "noise_std", "sparsity_weight"):
             if not getattr(self, name) >= 0:
                 raise AekitError(f"{name} must be >= 0 (got {getattr(self, name)})")
+        if self.noise_std_min is not None and not 0 <= self.noise_std_min <= self.noise_std:
+            raise AekitError(
+                f"noise_std_min must be in [0, noise_std] = [0, {self.noise_std:g}] (got {self.noise_std_min})"
+            )
         for name in ("mask_prob", "salt_pepper"):
             if not 0 <= getattr(self, name) < 1:
                 raise AekitError(f"{name} must be in [0, 1) (got {getattr(self, name)})")

@@ -26,6 +26,10 @@ def draw_noise(
     noise: dict[str, torch.Tensor] = {}
     if config.noise_std > 0:
         noise["gauss"] = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+        if config.noise_std_min is not None:  # blind denoising: a std per image, uniform in [min, noise_std]
+            low = config.noise_std_min / config.noise_std
+            u = torch.rand((x.shape[0],) + (1,) * (x.dim() - 1), generator=generator, dtype=x.dtype, device=x.device)
+            noise["gauss"] = noise["gauss"] * (low + (1 - low) * u)
     if config.mask_prob > 0:
         noise["mask"] = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=x.device)
     if config.salt_pepper > 0:

@@ -57,6 +57,8 @@ class AutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         KL weight of a VAE.
     noise_std, mask_prob, salt_pepper : float, default=None
         Input corruption while training (None: the family's preset, 0.5 noise for "dae").
+    noise_std_min : float, default=None
+        Blind denoising: each image's noise std is drawn uniformly from [noise_std_min, noise_std].
     sparsity : {"none", "l1", "kl"}, default=None
     sparsity_weight, sparsity_target : float, default=None
         The sparsity penalty (None: the family's preset; "sae" is kl, 10, 0.05).
@@ -134,6 +136,7 @@ class AutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         gaussian_std=0.1,
         beta=1.0,
         noise_std=None,
+        noise_std_min=None,
         mask_prob=None,
         salt_pepper=None,
         sparsity=None,
@@ -157,6 +160,7 @@ class AutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         self.gaussian_std = gaussian_std
         self.beta = beta
         self.noise_std = noise_std
+        self.noise_std_min = noise_std_min
         self.mask_prob = mask_prob
         self.salt_pepper = salt_pepper
         self.sparsity = sparsity
@@ -200,7 +204,7 @@ class AutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         options = {
             "arch": self.arch, "latent_dim": self.latent_dim, "hidden": self.hidden, "activation": self.activation,
             "likelihood": self.likelihood, "gaussian_std": self.gaussian_std, "beta": self.beta,
-            "noise_std": self.noise_std, "mask_prob": self.mask_prob, "salt_pepper": self.salt_pepper,
+            "noise_std": self.noise_std, "noise_std_min": self.noise_std_min, "mask_prob": self.mask_prob, "salt_pepper": self.salt_pepper,
             "sparsity": self.sparsity, "sparsity_weight": self.sparsity_weight,
             "sparsity_target": self.sparsity_target, "epochs": self.epochs, "batch_size": self.batch_size,
             "lr": self.lr, "weight_decay": self.weight_decay, "seed": self._seed(), "data": "sklearn-input",

@@ -158,7 +158,8 @@ def describe(model: Autoencoder) -> str:
         f"latent      {m.latent_dim}-d {m.latent}" + (", sigmoid codes" if m.code_activation == "sigmoid" else ""),
         f"objective   {o.likelihood} likelihood"
         + (f", beta {o.beta:g}" if model.is_variational else "")
-        + (f", noise std {o.noise_std:g}" if o.noise_std else "")
+        + (f", noise std {o.noise_std:g}" if o.noise_std and o.noise_std_min is None else "")
+        + (f", noise std {o.noise_std_min:g} to {o.noise_std:g}" if o.noise_std and o.noise_std_min is not None else "")
         + (f", mask {o.mask_prob:g}" if o.mask_prob else "")
         + (f", salt-and-pepper {o.salt_pepper:g}" if o.salt_pepper else "")
         + (f", sparsity {o.sparsity} (weight {o.sparsity_weight:g}, target {o.sparsity_target:g})" if o.sparsity != "none" else ""),

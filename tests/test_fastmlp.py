@@ -150,6 +150,8 @@ def test_the_trainer_takes_the_fast_step_only_where_it_applies():
     for train in ({"fast_step": "off"}, {"compile": "on"}):
         other = dataclasses.replace(config, train=dataclasses.replace(config.train, **train))
         assert TrainStep(model, opt, other, use_compile=False, log=print).fast is None
+    iwae = dataclasses.replace(config, objective=dataclasses.replace(config.objective, importance_samples=3))
+    assert TrainStep(model, opt, iwae, use_compile=False, log=print).fast is None  # the step knows the ELBO only
     conv = Autoencoder(_small(preset("vae", arch="conv", hidden=(4, 8), latent_dim=4)).model)
     assert unsupported(conv) == "the conv backbone"
     gelu = Autoencoder(_small(preset("ae", activation="gelu", hidden=(8,))).model)

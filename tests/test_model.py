@@ -7,6 +7,7 @@ from torch.distributions import Normal, kl_divergence
 
 from aekit import objectives
 from aekit.config import ModelConfig, ObjectiveConfig, preset
+from aekit.errors import AekitError
 from aekit.latent import DiagonalGaussian, PointPosterior
 from aekit.model import Autoencoder
 
@@ -61,6 +62,57 @@ def test_vae_kl_matches_torch_distributions():
     torch.testing.assert_close(
         DiagonalGaussian(mean, logvar).log_prob(z), Normal(mean, torch.exp(0.5 * logvar)).log_prob(z).sum(1)
     )
+
+
+def _iwae_setup(k, beta=1.0):
+    torch.manual_seed(0)
+    model, cfg = make("vae", "mlp", (1, 4, 4), hidden=(12,), latent_dim=3, importance_samples=k, beta=beta)
+    x = torch.rand(6, 1, 4, 4, generator=torch.Generator().manual_seed(1)).round()
+    return model, cfg.objective, x
+
+
+@pytest.mark.parametrize("beta", [1.0, 0.5])
+def test_iwae_loss_is_the_importance_weighted_bound_of_the_drawn_samples(beta):
+    model, objective, x = _iwae_setup(5, beta)
+    noise = objectives.draw_noise(x, objective, 3, True, torch.Generator().manual_seed(2))
+    assert noise["eps"].shape == (5, 6, 3)
+    terms = objectives.loss_with_noise(model, x, noise, objective)
+    # independently: log w_k = log p(x|z_k) + beta * (log p(z_k) - log q(z_k|x)), via torch.distributions
+    q = model.encode(x)
+    q_dist = Normal(q.mean, q.std)
+    log_w = []
+    for eps in noise["eps"]:
+        z = q.mean + q.std * eps
+        log_px = -F.binary_cross_entropy_with_logits(model.decode(z), x, reduction="none").flatten(1).sum(1)
+        log_w.append(log_px + beta * (Normal(0.0, 1.0).log_prob(z).sum(1) - q_dist.log_prob(z).sum(1)))
+    log_w = torch.stack(log_w)  # (K, B)
+    expected = -(torch.logsumexp(log_w, 0) - torch.log(torch.tensor(5.0))).mean()
+    torch.testing.assert_close(terms["loss"], expected, rtol=1e-5, atol=1e-4)
+    assert terms["loss"] < -log_w.mean()  # tighter than the mean of the K one-sample ELBOs (Jensen)
+    terms["loss"].backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_iwae_bound_rises_towards_the_evaluators_log_likelihood_as_k_grows():
+    from aekit.evaluate import importance_weighted_log_likelihood, log_likelihood_fn
+
+    model, _, x = _iwae_setup(1)
+    with torch.no_grad():
+        def bound(k, seed):
+            objective = dataclasses.replace(_iwae_setup(k)[1], importance_samples=k)
+            return objectives.loss_terms(model, x, objective, torch.Generator().manual_seed(seed))["loss"].item()
+        one, five, many = (sum(bound(k, s) for s in range(20)) / 20 for k in (1, 5, 500))
+        log_px, _ = importance_weighted_log_likelihood(model.encode, model.decode, log_likelihood_fn("bernoulli", 1.0),
+                                                       x, 2000, seed=0)
+    assert one > five > many  # minus the bound falls as K grows ...
+    assert abs(many - (-log_px.mean().item())) < 0.05  # ... to minus the evaluator's IW log-likelihood
+
+
+def test_importance_samples_need_a_variational_latent():
+    with pytest.raises(AekitError, match="needs a variational latent"):
+        preset("ae", importance_samples=5)
+    with pytest.raises(AekitError, match="importance_samples must be between 1"):
+        preset("vae", importance_samples=0)
 
 
 def test_reparameterised_samples_have_the_posterior_moments():

@@ -95,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="decoder likelihood (default bernoulli: BCE on logits)")
     t.add_argument("--gaussian-std", type=float, default=None, help="std of the gaussian likelihood (default 0.1)")
     t.add_argument("--beta", type=float, default=None, help="KL weight of a VAE (default 1)")
+    t.add_argument("--importance-samples", type=int, default=None, metavar="K",
+                   help="train a VAE on the importance-weighted (IWAE) bound with K samples per image (default 1: "
+                        "the ELBO); tighter and better likelihoods, about K times the decoder's cost")
     t.add_argument("--noise-std", type=float, default=None,
                    help="Gaussian input corruption (default 0.5 for dae, else 0)")
     t.add_argument("--noise-std-min", type=float, default=None, metavar="STD",
@@ -275,7 +278,7 @@ def _train(args: argparse.Namespace) -> None:
         name: getattr(args, name)
         for name in (
             "arch", "data", "data_dir", "channels", "image_size", "test_split", "binarize", "latent_dim", "hidden",
-            "activation", "likelihood", "gaussian_std", "beta", "noise_std", "noise_std_min", "mask_prob", "salt_pepper",
+            "activation", "likelihood", "gaussian_std", "beta", "importance_samples", "noise_std", "noise_std_min", "mask_prob", "salt_pepper",
             "sparsity", "sparsity_weight", "sparsity_target", "code_scale", "epochs", "batch_size", "lr", "weight_decay", "seed",
             "grad_clip", "compile", "fast_step",
         )

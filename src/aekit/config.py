@@ -91,6 +91,7 @@ class ObjectiveConfig:
     likelihood: str = "bernoulli"  # decoder p(x|z): "bernoulli" (logits) | "gaussian" (fixed std)
     gaussian_std: float = 0.1  # std of the Gaussian likelihood
     beta: float = 1.0  # weight of KL(q(z|x) || N(0, I)); Higgins et al. 2017
+    importance_samples: int = 1  # K > 1: train a VAE on the IWAE bound with K samples (Burda et al. 2015)
     noise_std: float = 0.0  # additive Gaussian corruption (denoising); Vincent et al. 2008
     noise_std_min: float | None = None  # set: each image's std is uniform in [noise_std_min, noise_std] (blind)
     mask_prob: float = 0.0  # masking corruption: fraction of pixels set to 0
@@ -115,6 +116,8 @@ class ObjectiveConfig:
         for name in ("mask_prob", "salt_pepper"):
             if not 0 <= getattr(self, name) < 1:
                 raise AekitError(f"{name} must be in [0, 1) (got {getattr(self, name)})")
+        if not 1 <= self.importance_samples <= 4096:
+            raise AekitError(f"importance_samples must be between 1 and 4096 (got {self.importance_samples})")
         if not 0 < self.sparsity_target < 1:
             raise AekitError(f"sparsity_target must be in (0, 1) (got {self.sparsity_target})")
 
@@ -196,6 +199,8 @@ class RunConfig:
                 "--sparsity kl needs codes in (0, 1): use --model sae (sigmoid codes) "
                 "or --sparsity l1"
             )
+        if self.objective.importance_samples > 1 and self.model.latent != "gaussian":
+            raise AekitError("--importance-samples needs a variational latent: use --model vae")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import ObjectiveConfig
+from .latent import standard_normal_log_prob
 
 
 def draw_noise(
@@ -35,7 +36,9 @@ def draw_noise(
     if config.salt_pepper > 0:
         noise["salt_pepper"] = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=x.device)
     if variational:
-        noise["eps"] = torch.randn(x.shape[0], latent_dim, generator=generator, dtype=x.dtype, device=x.device)
+        k = config.importance_samples  # (K, B, D) for the IWAE bound; (B, D) for the ELBO
+        shape = (x.shape[0], latent_dim) if k == 1 else (k, x.shape[0], latent_dim)
+        noise["eps"] = torch.randn(shape, generator=generator, dtype=x.dtype, device=x.device)
     return noise
 
 
@@ -126,7 +129,8 @@ def loss_terms(
     """The loss of a batch of clean images and its terms (batch means, nats per image).
 
     The encoder sees the corrupted image, the likelihood scores the clean one.
-    Returns ``{"loss", "recon", "kl", "sparsity"}`` scalars.
+    Returns ``{"loss", "recon", "kl", "sparsity"}`` scalars. With ``importance_samples`` K > 1 the
+    loss is minus the IWAE bound (not recon + beta * kl); recon averages the K samples' NLLs.
     """
     noise = draw_noise(x, config, model.config.latent_dim, model.config.latent == "gaussian", generator)
     return loss_with_noise(model, x, noise, config)
@@ -146,14 +150,24 @@ def loss_with_noise(
     posterior = model.encode(inputs)
     # Reparameterisation: z = mu + sigma * eps; Kingma & Welling 2013, Sec. 2.4
     z = posterior.mean + posterior.std * noise["eps"] if "eps" in noise else posterior.mode()
-    logits = model.decode(z)
-    recon = reconstruction_nll(logits, x, config.likelihood, config.gaussian_std).mean()
     kl = posterior.kl().mean()
+    if z.dim() == 3:  # K importance samples per image: the IWAE bound (Burda et al. 2015, Eq. 8)
+        k, b = z.shape[:2]
+        logits = model.decode(z.reshape(k * b, -1)).unflatten(0, (k, b))
+        nll = reconstruction_nll(logits, x, config.likelihood, config.gaussian_std)  # (K, B)
+        log_w = -nll + config.beta * (standard_normal_log_prob(z) - posterior.log_prob(z))
+        bound = torch.logsumexp(log_w, 0) - math.log(k)  # (B,): log p(x) >= bound >= the ELBO (beta = 1)
+        recon = nll.mean()  # reported: the ELBO's terms, averaged over the K samples
+        loss = -bound.mean()
+    else:
+        logits = model.decode(z)
+        recon = reconstruction_nll(logits, x, config.likelihood, config.gaussian_std).mean()
+        loss = recon + config.beta * kl
     if config.sparsity == "l1":
         sparsity = l1_sparsity(posterior.mode()).mean()
     elif config.sparsity == "kl":
         sparsity = kl_sparsity(posterior.mode(), config.sparsity_target, batch_mean=batch_mean)
     else:
         sparsity = x.new_zeros(())
-    loss = recon + config.beta * kl + config.sparsity_weight * sparsity
+    loss = loss + config.sparsity_weight * sparsity
     return {"loss": loss, "recon": recon, "kl": kl, "sparsity": sparsity}

@@ -158,6 +158,7 @@ def describe(model: Autoencoder) -> str:
         f"latent      {m.latent_dim}-d {m.latent}" + (", sigmoid codes" if m.code_activation == "sigmoid" else ""),
         f"objective   {o.likelihood} likelihood"
         + (f", beta {o.beta:g}" if model.is_variational else "")
+        + (f", IWAE bound with {o.importance_samples} samples" if o.importance_samples > 1 else "")
         + (f", noise std {o.noise_std:g}" if o.noise_std and o.noise_std_min is None else "")
         + (f", noise std {o.noise_std_min:g} to {o.noise_std:g}" if o.noise_std and o.noise_std_min is not None else "")
         + (f", mask {o.mask_prob:g}" if o.mask_prob else "")

@@ -487,7 +487,8 @@ def fast_step_applies(model: Autoencoder, optimizer: torch.optim.Optimizer, conf
     """Whether a run trains by :class:`aekit.fastmlp.MLPStep`: decided from the configuration alone, so a
     resumed run takes the numerical path the uninterrupted one took."""
     return (config.train.fast_step == "auto" and config.train.compile != "on" and world.size == 1
-            and world.device.type == "cpu" and fastmlp_unsupported(model, optimizer) is None)
+            and world.device.type == "cpu" and config.objective.importance_samples == 1  # the step knows the ELBO
+            and fastmlp_unsupported(model, optimizer) is None)
 
 
 class _Loss(torch.nn.Module):

@@ -21,6 +21,7 @@ Protocol (the same for every row, PCA included):
 - the DAE twice: the suite's fixed sigma = 0.5, and a blind variant ("-blind": each image's sigma uniform in
   [0, 0.5]); targets about "the DAE" read the fixed one, the Fashion-MNIST check counts a family as beating PCA
   when one of its runs does, and names every run that does not;
+- one representation run on MNIST ("-sigma1"): a conv DAE trained at sigma = 1.0, for the linear probe;
 - likelihoods (MNIST, the rows marked "binarized"): trained on dynamically binarized images, tested on one
   fixed seeded binarization of the test set, IW-NLL with K = 5000 (Burda et al. 2015).
 """
@@ -100,6 +101,10 @@ def suite() -> list[Spec]:
                 Spec(data, "sae", arch, 32, longer, (("--sparsity", "kl"), ("--sparsity-target", "0.05"))),
                 Spec(data, "vae", arch, 32, epochs),
             ]
+    # the representation run, MNIST only: a conv DAE at sigma = 1.0; heavier noise than the suite's 0.5 leaves the
+    # encoder less pixel detail to copy and more of the digit's shape to infer (MLP DAEs, 30 epochs: probe 92.9%
+    # at sigma 0.5, 93.9% at 1.0, 92.8% at 1.5)
+    specs.append(Spec("mnist", "dae", "conv", 32, 50, (("--noise-std", "1.0"),), tag="sigma1"))
     # likelihood rows, MNIST only: the literature's protocol; the VAE at its own size
     binarize = (("--binarize", "dynamic"),)
     specs += [

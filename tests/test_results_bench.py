@@ -75,6 +75,22 @@ def test_variant_runs_count_for_their_family_but_do_not_stand_in_for_the_main_ru
     assert got["fashion_pca"]["met"] is False and got["fashion_pca"]["value"].startswith("1/2 families")
 
 
+def test_a_variant_run_can_meet_the_representation_targets(results):
+    rows = [
+        _row("mnist", "dae", "conv", mse=0.006, denoised_psnr=20.6, linear_probe_acc=0.944, knn5_acc=0.978),
+        {**_row("mnist", "dae", "conv", run="dae-conv-32-sigma1", mse=0.014, denoised_psnr=19.0,
+                linear_probe_acc=0.951, knn5_acc=0.975), "tag": "sigma1"},
+        _row("mnist", "vae", "mlp", latent=50, binarized=True, run="vae-mlp-50-bin", linear_probe_acc=0.99,
+             knn5_acc=0.99, iw_nll_nats=89.0, iw_test_images=10000),
+    ]
+    got = {t["target"]: t for t in results.check_targets(rows)}
+    assert got["probe"]["met"] is True and got["probe"]["detail"] == "dae-conv-32-sigma1"
+    assert got["knn"]["met"] is True and got["knn"]["detail"] == "dae-conv-32"  # the 50-d likelihood VAE is not 32-d
+    rows[1]["metrics"]["linear_probe_acc"] = 0.949
+    got = {t["target"]: t for t in results.check_targets(rows)}
+    assert got["probe"]["met"] is False and got["probe"]["value"] == 0.949
+
+
 def test_every_run_of_the_suite_has_a_distinct_folder_and_a_runnable_command(results):
     specs = results.suite()
     assert len({s.key for s in specs}) == len(specs)

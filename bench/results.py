@@ -109,7 +109,7 @@ def suite() -> list[Spec]:
     binarize = (("--binarize", "dynamic"),)
     specs += [
         Spec("mnist", "vae", "mlp", 50, 100, binarize + (("--hidden", "500,500"),), tag="bin"),
-        Spec("mnist", "vae", "conv", 32, 15, binarize, tag="bin"),
+        Spec("mnist", "vae", "conv", 32, 50, binarize, tag="bin"),
     ]
     return specs
 

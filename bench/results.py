@@ -442,9 +442,10 @@ def _blind_section(rows: list[dict]) -> list[str]:
     if not pairs:
         return []
     lines = ["", "## Fixed-σ and blind DAEs", "",
-             "A DAE trained at σ = 0.5 never sees a clean image: given one, it reconstructs it worse than it",
-             "denoises a noisy one. The blind DAE (`--noise-std-min 0`: each image's σ uniform in [0, 0.5]) trades",
-             "a little denoising at σ = 0.5 for clean reconstructions far better than PCA's.", "",
+             "A DAE trained at σ = 0.5 never sees a clean image, and reconstructs clean ones far worse than a plain",
+             "AE does (on Fashion-MNIST worse than PCA-32, and worse than it denoises σ = 0.5 noise). The blind DAE",
+             "(`--noise-std-min 0`: each image's σ uniform in [0, 0.5]) gives up 0.1–0.4 dB of denoising at",
+             "σ = 0.5 for clean reconstructions with 35–50% less error.", "",
              "| data | backbone | clean MSE, fixed → blind | denoised σ=.5 dB, fixed → blind | probe, fixed → blind |",
              "|---|---|---|---|---|"]
     for fixed, blind in pairs:

@@ -74,9 +74,15 @@ def main() -> None:
 
     tune_cpu()
     torch.set_num_threads(os.cpu_count() or 1)
+    from aekit.errors import AekitError
+
     rows = []
     for k in args.ks:
-        rows.append(run(k, args, os.path.abspath(args.data_dir)))
+        try:
+            rows.append(run(k, args, os.path.abspath(args.data_dir)))
+        except AekitError as err:
+            print(f"iwae.py: error: {err}", file=sys.stderr)
+            sys.exit(2)
         print(json.dumps(rows[-1]), flush=True)
     base = next((r for r in rows if r["importance_samples"] == 1), None)
     print(f"\n{'K':>4} {'s/epoch':>8} {'IW-NLL':>8} {'-ELBO':>8}" + ("  vs K=1" if base else ""))

@@ -286,15 +286,21 @@ def _tag(r: dict) -> str:
     return r.get("tag", "bin" if r.get("binarized") else "")
 
 
+def find_row(rows: list[dict], dataset: str, family: str, arch: str | None = None, tag: str = "",
+             latent: int = 32) -> dict | None:
+    """The first row of that dataset, family, backbone and size: the suite's main run ("" tag), or a variant."""
+    for r in rows:
+        if (r["dataset"], r["family"]) == (dataset, family) and _tag(r) == tag \
+                and (arch is None or r["arch"] == arch) and (family == "pca" or r["latent_dim"] == latent):
+            return r
+    return None
+
+
 def check_targets(rows: list[dict]) -> list[dict]:
     """Each target: its best value in the table, pass or fail (None when the rows it needs are missing)."""
 
-    def find(dataset, family, arch=None, tag="", latent=32):  # the suite's main run ("" tag), or a variant
-        for r in rows:
-            if (r["dataset"], r["family"]) == (dataset, family) and _tag(r) == tag \
-                    and (arch is None or r["arch"] == arch) and (family == "pca" or r["latent_dim"] == latent):
-                return r
-        return None
+    def find(dataset, family, arch=None):
+        return find_row(rows, dataset, family, arch)
 
     def metric(r, name):
         return None if r is None else r["metrics"].get(name)
@@ -433,13 +439,8 @@ def write_markdown(rows: list[dict], targets: list[dict], meta: dict) -> None:
 
 def _blind_section(rows: list[dict]) -> list[str]:
     """The fixed-sigma DAE next to the blind one (sigma uniform in [0, 0.5]) of the same dataset and backbone."""
-    pairs = []
-    for r in rows:
-        if r["family"] == "dae" and _tag(r) == "blind":
-            fixed = next((f for f in rows if (f["dataset"], f["family"], f["arch"], f["latent_dim"])
-                          == (r["dataset"], "dae", r["arch"], r["latent_dim"]) and _tag(f) == ""), None)
-            if fixed:
-                pairs.append((fixed, r))
+    pairs = [(fixed, r) for r in rows if r["family"] == "dae" and _tag(r) == "blind"
+             if (fixed := find_row(rows, r["dataset"], "dae", r["arch"], latent=r["latent_dim"]))]
     if not pairs:
         return []
     lines = ["", "## Fixed-σ and blind DAEs", "",

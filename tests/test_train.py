@@ -1,4 +1,5 @@
 import json
+import math
 
 import pytest
 import torch
@@ -152,3 +153,63 @@ def test_static_binarization_fixes_both_sets_and_leaves_binary_images_alone(mnis
     assert binarize_splits(mnist5k, "none") is mnist5k
     with pytest.raises(AekitError, match="binarize"):
         binarize_splits(mnist5k, "sometimes")
+
+
+def test_the_cosine_schedule_falls_from_lr_to_zero_and_every_step_runs_at_its_rate(mnist5k, tmp_path, monkeypatch):
+    from aekit.config import TrainConfig
+    from aekit.train import TrainStep, learning_rate_schedule
+
+    assert learning_rate_schedule(TrainConfig(lr=0.1), 10) is None  # constant: the optimizer's own lr
+    cosine = learning_rate_schedule(TrainConfig(lr=0.1, epochs=2, lr_schedule="cosine"), 10)
+    assert cosine(0) == pytest.approx(0.1) and cosine(10) == pytest.approx(0.05) and cosine(20) == pytest.approx(0)
+    assert all(cosine(s) > cosine(s + 1) for s in range(20))
+
+    seen = []  # the lr each step runs at, on the hand-written MLP step (vae) and on autograd (dae)
+    original = TrainStep.__call__
+    monkeypatch.setattr(TrainStep, "__call__", lambda self, x, g, step: (
+        seen.append((step, self.optimizer.param_groups[0]["lr"])), original(self, x, g, step))[1])
+    for family in ("vae", "dae"):
+        seen.clear()
+        aekit.train(family, out=tmp_path / family, epochs=2, lr=0.002, lr_schedule="cosine", **FAST, splits=mnist5k)
+        steps = len(seen)
+        assert steps == 2 * -(-len(mnist5k.train) // FAST["batch_size"])
+        assert seen == [(s, pytest.approx(0.001 * (1 + math.cos(math.pi * s / steps)))) for s in range(steps)]
+        assert json.loads((tmp_path / family / "config.json").read_text())["train"]["lr_schedule"] == "cosine"
+
+
+def test_init_from_starts_from_another_runs_weights(mnist5k, tmp_path):
+    source = aekit.train("vae", out=tmp_path / "source", epochs=2, **FAST, splits=mnist5k)
+    # a vanishing learning rate: the fine-tuned weights are the source's, not a fresh initialisation
+    tuned = aekit.train("vae", out=tmp_path / "tuned", epochs=1, lr=1e-12, init_from=tmp_path / "source",
+                        **FAST, splits=mnist5k)
+    for (name, a), (_, b) in zip(source.state_dict().items(), tuned.state_dict().items(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)
+    aekit.train("vae", out=tmp_path / "fresh", epochs=1, **FAST, splits=mnist5k)
+    curves = {run: ckpt.read_jsonl(tmp_path / run / "metrics.jsonl") for run in ("source", "tuned", "fresh")}
+    # the fine-tune's first epoch scores what the source's last did, well below a fresh run's first
+    assert curves["tuned"][0]["test_loss"] == pytest.approx(curves["source"][-1]["test_loss"], abs=0.01)
+    assert curves["tuned"][0]["test_loss"] < curves["fresh"][0]["test_loss"] - 3
+    assert json.loads((tmp_path / "tuned" / "config.json").read_text())["train"]["init_from"] == str(tmp_path / "source")
+
+
+def test_init_from_refuses_a_different_model_and_keeps_what_was_saved(mnist5k, tmp_path):
+    aekit.train("vae", out=tmp_path / "source", epochs=1, **FAST, splits=mnist5k)
+    aekit.train("ae", out=tmp_path / "kept", epochs=1, **FAST, splits=mnist5k)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "kept").iterdir()}
+    bad = {**FAST, "latent_dim": 4}
+    with pytest.raises(AekitError, match=r"same model settings: latent_dim \(this run: 4, .*source: 8\)"):
+        aekit.train("vae", out=tmp_path / "kept", force=True, epochs=1, init_from=tmp_path / "source", **bad,
+                    splits=mnist5k)
+    with pytest.raises(AekitError, match="is not a folder"):
+        aekit.train("vae", out=tmp_path / "kept", force=True, epochs=1, init_from=tmp_path / "none", **FAST,
+                    splits=mnist5k)
+    with pytest.raises(AekitError, match="is the run folder being written"):
+        aekit.train("vae", out=tmp_path / "source", force=True, epochs=1, init_from=tmp_path / "source", **FAST,
+                    splits=mnist5k)
+    (tmp_path / "unfinished").mkdir()  # a run killed before its first epoch: a config, no weights
+    (tmp_path / "unfinished" / "config.json").write_bytes((tmp_path / "source" / "config.json").read_bytes())
+    with pytest.raises(AekitError, match="has no model.safetensors"):
+        aekit.train("vae", out=tmp_path / "kept", force=True, epochs=1, init_from=tmp_path / "unfinished", **FAST,
+                    splits=mnist5k)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "kept").iterdir()} == before  # --force replaced nothing
+    assert (tmp_path / "source" / "model.safetensors").exists()

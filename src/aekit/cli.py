@@ -114,6 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="images per optimisation step (default 128); under torchrun the global batch: each of N "
                         "processes takes batch-size / N, so it must be a multiple of N")
     t.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 1e-3)")
+    t.add_argument("--lr-schedule", choices=("constant", "cosine"), default=None,
+                   help="constant (default), or cosine: the learning rate falls from --lr to 0 over the run's steps")
+    t.add_argument("--init-from", default=None, metavar="RUN_DIR",
+                   help="start from the weights of this run folder (same model settings) instead of a fresh "
+                        "initialisation: fine-tuning, e.g. on another objective or dataset")
     t.add_argument("--weight-decay", type=float, default=None, help="Adam L2 weight decay (default 0)")
     t.add_argument("--grad-clip", type=float, default=None, help="clip the gradient norm (default 0: off)")
     t.add_argument("--compile", choices=("auto", "on", "off"), default=None,
@@ -280,7 +285,7 @@ def _train(args: argparse.Namespace) -> None:
             "arch", "data", "data_dir", "channels", "image_size", "test_split", "binarize", "latent_dim", "hidden",
             "activation", "likelihood", "gaussian_std", "beta", "importance_samples", "noise_std", "noise_std_min", "mask_prob", "salt_pepper",
             "sparsity", "sparsity_weight", "sparsity_target", "code_scale", "epochs", "batch_size", "lr", "weight_decay", "seed",
-            "grad_clip", "compile", "fast_step",
+            "grad_clip", "compile", "fast_step", "lr_schedule", "init_from",
         )
     }
     model = train(args.model, out=args.out, resume=args.resume, force=args.force,

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -167,11 +168,16 @@ class TrainConfig:
     grad_clip: float = 0.0  # clip the gradient's global norm to this (0 = off)
     compile: str = "auto"  # torch.compile the loss: "auto" (when the run is long enough to pay it back) | "on" | "off"
     fast_step: str = "auto"  # "auto": MLPs train by a hand-written forward/backward (aekit.fastmlp) | "off": autograd
+    lr_schedule: str = "constant"  # "constant" | "cosine": lr * (1 + cos(pi * step / steps)) / 2 over the run's steps
+    init_from: str | None = None  # start from this run folder's weights (fine-tuning) instead of a fresh initialisation
 
     def __post_init__(self) -> None:
+        if isinstance(self.init_from, os.PathLike):
+            self.init_from = os.fspath(self.init_from)
         _check_types(self)
         _choice("compile", self.compile, ("auto", "on", "off"))
         _choice("fast_step", self.fast_step, ("auto", "off"))
+        _choice("lr_schedule", self.lr_schedule, ("constant", "cosine"))
         _positive("epochs", self.epochs)
         _positive("batch_size", self.batch_size)
         if not self.lr > 0:

@@ -164,7 +164,9 @@ def describe(model: Autoencoder) -> str:
         + (f", mask {o.mask_prob:g}" if o.mask_prob else "")
         + (f", salt-and-pepper {o.salt_pepper:g}" if o.salt_pepper else "")
         + (f", sparsity {o.sparsity} (weight {o.sparsity_weight:g}, target {o.sparsity_target:g})" if o.sparsity != "none" else ""),
-        f"training    epoch {model.epoch}/{t.epochs}, batch {t.batch_size}, lr {t.lr:g}, seed {t.seed}",
+        f"training    epoch {model.epoch}/{t.epochs}, batch {t.batch_size}, lr {t.lr:g}"
+        + (f" ({t.lr_schedule} schedule)" if t.lr_schedule != "constant" else "") + f", seed {t.seed}"
+        + (f", fine-tuned from {t.init_from}" if t.init_from else ""),
         f"parameters  {n_params:,}",
     ]
     run_dir = getattr(model, "run_dir", None)

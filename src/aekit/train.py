@@ -34,7 +34,7 @@ import torch
 from tqdm import tqdm
 
 from . import checkpoint as ckpt
-from .config import RunConfig, preset
+from .config import RunConfig, TrainConfig, preset
 from .cpu import tune_cpu
 from .data import Splits, load_dataset
 from .data.imageset import binarize_splits
@@ -192,8 +192,27 @@ def _conform_to_data(config: RunConfig, splits: Splits, run_dir: Path, *, resume
         raise AekitError(f"the data now has images of {c}x{h}x{w}; the run was trained on {config.model.image_shape}")
     config.model = dataclasses.replace(config.model, channels=c, height=h, width=w)
     if not resume:
+        _check_init_from(config, run_dir)
         _claim_run_dir(run_dir, existing)
     return config
+
+
+def _check_init_from(config: RunConfig, run_dir: Path) -> None:
+    """``--init-from``: a run folder (not the one being written) whose model is this run's model."""
+    source = config.train.init_from
+    if source is None:
+        return
+    if not Path(source).is_dir():
+        raise AekitError(f"--init-from {source} is not a folder: pass a run folder written by 'aekit train'")
+    if Path(source).resolve() == run_dir.resolve():
+        raise AekitError(f"--init-from {source} is the run folder being written: pass another --out")
+    if not (Path(source) / ckpt.MODEL).is_file():
+        raise AekitError(f"--init-from {source} has no {ckpt.MODEL}: it has not finished an epoch")
+    theirs = ckpt.load_config(Path(source)).model
+    if theirs != config.model:
+        mine, other = dataclasses.asdict(config.model), dataclasses.asdict(theirs)
+        differ = ", ".join(f"{k} (this run: {mine[k]!r}, {source}: {other[k]!r})" for k in mine if mine[k] != other[k])
+        raise AekitError(f"--init-from needs the same model settings: {differ}")
 
 
 def _start(model, optimizer, generator, config: RunConfig, splits: Splits, run_dir: Path, *, resume: bool,
@@ -209,7 +228,11 @@ def _start(model, optimizer, generator, config: RunConfig, splits: Splits, run_d
     else:
         if resume:  # killed before the first checkpoint: the seed fully determines the start
             log(f"{run_dir} has no checkpoint yet: starting it from the beginning")
-        model.init_output_bias(_all_batches(splits.train.images, workers))
+        if config.train.init_from is not None:
+            ckpt.load_weights(model, Path(config.train.init_from) / ckpt.MODEL)
+            log(f"starting from the weights of {config.train.init_from}")
+        else:
+            model.init_output_bias(_all_batches(splits.train.images, workers))
     ckpt.save_config(run_dir, config)  # on resume, records a raised epoch count
     return start_epoch, step, partial
 
@@ -249,6 +272,7 @@ def _fit(model, optimizer, generator, config: RunConfig, splits: Splits, run_dir
         shard = world.shard(order)  # this process's images of the epoch, in order
         n_seen = len(shard) * world.size
         batches = shard.split(config.train.batch_size // world.size)
+        schedule = learning_rate_schedule(config.train, len(batches))
         seen = []
         bar = tqdm(total=len(batches), initial=first, desc=f"epoch {epoch + 1}/{config.train.epochs}", unit="batch",
                    disable=None if progress else True,  # None: shown only on a terminal
@@ -258,6 +282,9 @@ def _fit(model, optimizer, generator, config: RunConfig, splits: Splits, run_dir
             x = images.float().div_(255)  # uint8 (B, C, H, W) -> [0, 1]
             if dynamic:  # a fresh binarization of each image each time it is seen
                 x = step_fn.binarize(x, generator)
+            if schedule is not None:
+                for group in optimizer.param_groups:
+                    group["lr"] = schedule(step)
             terms = step_fn(x, generator, step)  # (4,) detached: loss, recon, kl, sparsity
             sums += terms * len(index)
             step += 1
@@ -507,6 +534,16 @@ def _on(device: torch.device, x: torch.Tensor, noise: dict[str, torch.Tensor]):
     if device.type == "cpu":
         return x, noise
     return x.to(device, non_blocking=True), {k: v.to(device, non_blocking=True) for k, v in noise.items()}
+
+
+def learning_rate_schedule(train: TrainConfig, steps_per_epoch: int) -> Callable[[int], float] | None:
+    """The learning rate of each step (None: constant ``train.lr``). Cosine: from ``lr`` down to 0 at the
+    run's last step (Loshchilov & Hutter 2017, without restarts); a function of the step alone, so a resumed
+    run follows the same curve (raising ``epochs`` on resume stretches what is left of it)."""
+    if train.lr_schedule == "constant":
+        return None
+    steps = max(train.epochs * steps_per_epoch, 1)
+    return lambda step: train.lr * 0.5 * (1.0 + math.cos(math.pi * min(step, steps) / steps))
 
 
 def make_optimizer(model: Autoencoder, config: RunConfig) -> torch.optim.Optimizer:

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -135,3 +136,33 @@ def test_a_partial_recheck_replaces_its_rows_and_keeps_the_others(results):
     assert [(r["dataset"], r["run"], r["metrics"]["mse"]) for r in merged] == [
         ("mnist", "pca-32", 0.0151), ("mnist", "ae-mlp-32", 0.0045), ("mnist", "dae-conv-32", 0.0059),
         ("fashion-mnist", "ae-mlp-32", 0.0078), ("mnist", "sae-conv-32", 0.0059)]
+
+
+def test_a_fine_tuned_run_records_both_stages(results, tmp_path, monkeypatch):
+    monkeypatch.setattr(results, "WEIGHTS", results.REPO / "bench" / "weights")
+    base = results.Spec("mnist", "vae", "mlp", 50, 100, (("--binarize", "dynamic"),), tag="bin")
+    tuned = results.Spec("mnist", "vae", "mlp", 50, 40, (("--binarize", "dynamic"), ("--importance-samples", "5")),
+                         tag="bin-iw5", base=base)
+    assert tuned.stages() == [base, tuned]
+    cmd = tuned.command("runs/x")
+    assert cmd[cmd.index("--init-from") + 1] == "bench/weights/mnist/vae-mlp-50-bin"  # repo-relative: no machine path
+    assert "--init-from" not in base.command("runs/x")
+
+    monkeypatch.setattr(results, "WEIGHTS", tmp_path)
+    for spec, seconds in ((base, [10.0, 12.0]), (tuned, [30.0])):
+        folder = tmp_path / "mnist" / spec.name
+        folder.mkdir(parents=True)
+        (folder / "metrics.jsonl").write_text("".join(json.dumps({"epoch_seconds": s}) + "\n" for s in seconds))
+    r = results.row(tuned, {"iw_nll_nats": 85.0})
+    assert (r["epochs"], r["train_seconds"], r["init_from"]) == (3, 52.0, "bench/weights/mnist/vae-mlp-50-bin")
+    first, second = r["command"].split(" && ")
+    assert "--init-from" not in first and "--out runs/vae-mlp-50-bin" in first
+    assert "--importance-samples 5" in second and second.endswith("--out runs/vae-mlp-50-bin-iw5")
+
+
+def test_the_iw_nll_sample_is_seeded_spread_over_the_test_set_and_all_when_asked(results):
+    sample = results.iw_subset(10000, 500)
+    assert torch.equal(sample, results.iw_subset(10000, 500)) and len(set(sample.tolist())) == 500
+    assert sample.tolist() == sorted(sample.tolist()) and sample.max() > 9000  # not the first 500 (easier) images
+    assert torch.equal(results.iw_subset(300, None), torch.arange(300))
+    assert torch.equal(results.iw_subset(300, 1000), torch.arange(300))

@@ -524,6 +524,27 @@ def main() -> None:
     args = parser.parse_args()
     WEIGHTS = Path(args.weights)
     sys.path.insert(0, str(REPO / "src"))
+    from aekit.errors import AekitError
+
+    problem = ("--iw-images must be >= 0" if min(args.iw_images) < 0
+               else "--iw-samples must be >= 1" if args.iw_samples < 1 else None)
+    try:
+        if problem:
+            raise AekitError(problem)
+        run(args)
+    except AekitError as err:  # bad options, data that cannot be loaded: one line, exit 2
+        fail(str(err))
+    except subprocess.CalledProcessError as err:  # the aekit command has said what went wrong
+        fail(f"{' '.join(err.cmd[1:4])} ... failed with exit status {err.returncode}")
+
+
+def fail(message: str) -> None:
+    print(f"results.py: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def run(args: argparse.Namespace) -> None:
+    """Train what is missing, evaluate, write the table (``main``'s work, once the options are checked)."""
     import torch
 
     from aekit.cpu import tune_cpu

@@ -166,3 +166,14 @@ def test_the_iw_nll_sample_is_seeded_spread_over_the_test_set_and_all_when_asked
     assert sample.tolist() == sorted(sample.tolist()) and sample.max() > 9000  # not the first 500 (easier) images
     assert torch.equal(results.iw_subset(300, None), torch.arange(300))
     assert torch.equal(results.iw_subset(300, 1000), torch.arange(300))
+
+
+@pytest.mark.parametrize("argv, pattern", [(["--iw-images", "-1", "0"], "--iw-images must be >= 0"),
+                                           (["--iw-samples", "0"], "--iw-samples must be >= 1")])
+def test_bad_options_get_one_line_and_exit_2(argv, pattern):
+    import subprocess
+
+    result = subprocess.run([sys.executable, str(REPO / "bench" / "results.py"), "--evaluate-only", "--no-write",
+                             *argv], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.strip().splitlines() == [f"results.py: error: {pattern}"]

@@ -77,6 +77,11 @@ class Spec:
         return f"{self.dataset}/{self.name}"
 
     @property
+    def folder(self) -> Path:
+        """Where the run's weights, config and training curve are kept."""
+        return WEIGHTS / self.dataset / self.name
+
+    @property
     def binarized(self) -> bool:
         return ("--binarize", "dynamic") in self.options
 
@@ -86,7 +91,7 @@ class Spec:
         for option, value in self.options:
             args += [option, value]
         if self.base is not None:
-            args += ["--init-from", os.path.relpath(WEIGHTS / self.base.dataset / self.base.name, REPO)]
+            args += ["--init-from", os.path.relpath(self.base.folder, REPO)]
         return args + ["--out", out]
 
     def stages(self) -> list[Spec]:
@@ -173,7 +178,7 @@ def train(spec: Spec, data_dir: str, log) -> None:
     import aekit
     from aekit import checkpoint as ckpt
 
-    target = WEIGHTS / spec.dataset / spec.name
+    target = spec.folder
     scratch = Path(tempfile.mkdtemp(prefix="aekit-results-"))
     try:
         out = scratch / spec.name
@@ -215,7 +220,7 @@ def evaluate_run(spec: Spec, splits, classifier, iw_samples: int, iw_limit: int 
     import aekit
     ev = importlib.import_module("aekit.evaluate")  # the package's aekit.evaluate is the function
 
-    model = aekit.load(WEIGHTS / spec.dataset / spec.name)
+    model = aekit.load(spec.folder)
     test, train = splits.test, splits.train
     m: dict = {}
     r = ev.reconstruction_metrics(model, test.images)
@@ -282,7 +287,7 @@ def row(spec: Spec, metrics: dict) -> dict:
     from aekit import checkpoint as ckpt
 
     stages = spec.stages()
-    curves = [ckpt.read_jsonl(WEIGHTS / s.dataset / s.name / "metrics.jsonl") for s in stages]
+    curves = [ckpt.read_jsonl(s.folder / "metrics.jsonl") for s in stages]
     seconds = sum(r["epoch_seconds"] for curve in curves for r in curve)
     r = {"dataset": spec.dataset, "family": spec.family, "arch": spec.arch, "latent_dim": spec.latent_dim,
          "run": spec.name, "tag": spec.tag, "binarized": spec.binarized, "epochs": sum(map(len, curves)),
@@ -564,8 +569,7 @@ def run(args: argparse.Namespace) -> None:
         trained = set()
         for spec in specs:
             for stage in spec.stages():  # a fine-tuned run's base first
-                if stage.key not in trained and (
-                        args.retrain or not (WEIGHTS / stage.dataset / stage.name / "model.safetensors").exists()):
+                if stage.key not in trained and (args.retrain or not (stage.folder / "model.safetensors").exists()):
                     train(stage, args.data_dir, log)
                     trained.add(stage.key)
     if args.train_only:
@@ -584,7 +588,7 @@ def run(args: argparse.Namespace) -> None:
         classifier, _ = load_or_train_classifier(dataset, splits.train, splits.test, data_dir=WEIGHTS, log=log)
         binarized = None
         for spec in ds_specs:
-            if not (WEIGHTS / spec.dataset / spec.name / "model.safetensors").exists():
+            if not (spec.folder / "model.safetensors").exists():
                 log(f"{spec.key}: no weights, skipped")
                 continue
             log(f"evaluating {spec.key}")

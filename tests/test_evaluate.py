@@ -13,6 +13,7 @@ from aekit.errors import AekitError
 from aekit.evaluate import (
     active_units,
     importance_weighted_log_likelihood,
+    iw_decoding,
     log_likelihood_fn,
     psnr_per_image,
     sparsity_metrics,
@@ -126,6 +127,28 @@ def vae(tmp_path_factory, data):
                        out=tmp_path_factory.mktemp("vae"), progress=False, log=None)
 
 
+def test_the_fast_conv_decoding_gives_the_plain_estimate_and_leaves_the_model_as_it_was(data):
+    from aekit.config import ModelConfig
+    from aekit.model import Autoencoder
+
+    torch.manual_seed(0)
+    config = ModelConfig(arch="conv", latent="gaussian", latent_dim=6, hidden=(8, 16), code_scale=2.0)
+    model = Autoencoder(config).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    decode, chunk = iw_decoding(model)
+    assert decode != model.decode and chunk < 2048
+    images = data.test.images[:6]
+    ll = log_likelihood_fn("bernoulli", 0.1)
+    k = 2100  # K >= both chunk sizes: one image per pass either way, so both draw the same samples
+    plain, _ = importance_weighted_log_likelihood(model.encode, model.decode, ll, images, k, seed=1)
+    fast, _ = importance_weighted_log_likelihood(model.encode, decode, ll, images, k, chunk_size=chunk, seed=1)
+    assert torch.allclose(fast, plain, rtol=0, atol=1e-4)  # the same numbers (code_scale applied too)
+    assert all(v.is_contiguous() for v in model.state_dict().values())  # the model keeps its layout ...
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # ... and its weights
+    mlp = Autoencoder(ModelConfig(arch="mlp", latent="gaussian", latent_dim=6, hidden=(16,)))
+    assert iw_decoding(mlp) == (mlp.decode, 2048)
+
+
 def test_iw_nll_is_below_the_negative_elbo_and_falls_with_k(vae, data):
     images = data.test.images[:300]
     nll = {}
@@ -181,6 +204,30 @@ def test_psnr_and_ssim_of_an_image_with_itself_and_with_noise(data):
     rgb = clean.expand(-1, 3, -1, -1)
     assert np.allclose(ssim_per_image(rgb, rgb), 1.0)
     assert (ssim_per_image(noisy.expand(-1, 3, -1, -1), rgb) < 0.9).all()
+
+
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32), (1, 5, 9), (2, 7, 7), (1, 2, 8)])
+def test_ssim_is_scikit_images_for_every_image(shape, data):
+    from skimage.metrics import structural_similarity
+
+    g = torch.Generator().manual_seed(sum(shape))
+    a = torch.rand(7, *shape, generator=g)
+    b = (a + 0.3 * torch.randn(a.shape, generator=g)).clamp(0, 1)
+    b[0] = a[0]  # one identical pair: SSIM 1
+    got = ssim_per_image(a, b, batch_size=3)  # several batches, the last one short
+    win = min(7, *shape[1:])
+    win -= 1 - win % 2
+    if win < 3:
+        assert got.shape == (7,) and np.isnan(got).all()
+        return
+    want = [structural_similarity(x.double().numpy(), y.double().numpy(), data_range=1.0, win_size=win,
+                                  channel_axis=0) for x, y in zip(a, b)]
+    assert np.allclose(got, want, rtol=0, atol=1e-12) and got[0] == pytest.approx(1.0)
+    digits = data.test.images[:20].float() / 255
+    blurred = torch.nn.functional.avg_pool2d(digits, 3, stride=1, padding=1)
+    want = [structural_similarity(x[0].double().numpy(), y[0].double().numpy(), data_range=1.0)
+            for x, y in zip(digits, blurred)]
+    assert np.allclose(ssim_per_image(digits, blurred), want, rtol=0, atol=1e-12)
 
 
 def test_sparsity_metrics_count_dead_units():

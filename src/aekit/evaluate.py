@@ -22,6 +22,7 @@ Rank 0 computes the other groups alone and hands them to every rank; it alone wr
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import os
 import time
@@ -55,6 +56,7 @@ PCA_TRAIN_MAX = 20_000  # training images PCA is fitted on (seeded subsample)
 GENERATED_MAX = 10_000  # samples for the Fréchet distance (at most the test-set size)
 IW_SAMPLES = 1000
 IW_CHUNK = 2048  # (sample, image) pairs decoded per pass: small enough for the outputs to stay in cache
+IW_CHUNK_CONV = 512  # a conv decoder's passes on the CPU: its activations are larger, so a smaller pass stays in cache
 KNN_K = 5
 
 
@@ -67,27 +69,37 @@ def psnr_per_image(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
     return (10 * torch.log10(1.0 / mse)).double().numpy()
 
 
-def ssim_per_image(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
-    """SSIM (Wang et al. 2004; scikit-image, ``data_range=1``, 7x7 window) between (N, C, H, W) images in [0, 1].
+def ssim_per_image(a: torch.Tensor, b: torch.Tensor, batch_size: int = 1000) -> np.ndarray:
+    """SSIM (Wang et al. 2004) between (N, C, H, W) images in [0, 1], as scikit-image's
+    ``structural_similarity(data_range=1, win_size=7)`` computes it, in float64 for a batch at a time.
 
-    RGB images use ``channel_axis``; images under 7 pixels a side use the largest odd window that fits,
-    and under 3 pixels SSIM is undefined (NaN).
+    scikit-image averages the SSIM map over the pixels whose 7x7 window lies inside the image (it crops the
+    border the filter padded), which are the windows of an unpadded 7x7 average pool; the variances are the
+    sample ones (N - 1). RGB images average over channels, as with ``channel_axis``; images under 7 pixels a
+    side use the largest odd window that fits, and under 3 pixels SSIM is undefined (NaN). About 20x faster
+    than calling scikit-image per image (the tests compare the two).
     """
-    from skimage.metrics import structural_similarity
-
-    a_np, b_np = a.double().numpy(), b.double().numpy()
-    n, c, h, w = a_np.shape
+    n, _, h, w = a.shape
     win = min(7, h, w)
     win -= 1 - win % 2  # odd
     if win < 3:
         return np.full(n, np.nan)
-    out = np.empty(n)
-    for i in range(n):
-        if c == 1:
-            out[i] = structural_similarity(a_np[i, 0], b_np[i, 0], data_range=1.0, win_size=win)
-        else:
-            out[i] = structural_similarity(a_np[i], b_np[i], data_range=1.0, win_size=win, channel_axis=0)
-    return out
+    cov_norm = win * win / (win * win - 1)
+    c1, c2 = 0.01**2, 0.03**2
+
+    def pool(t: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.avg_pool2d(t, win, stride=1)
+
+    out = []
+    for start in range(0, n, batch_size):
+        x, y = a[start : start + batch_size].double(), b[start : start + batch_size].double()
+        ux, uy = pool(x), pool(y)
+        vx = cov_norm * (pool(x * x) - ux * ux)
+        vy = cov_norm * (pool(y * y) - uy * uy)
+        vxy = cov_norm * (pool(x * y) - ux * uy)
+        ssim = (2 * ux * uy + c1) * (2 * vxy + c2) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
+        out.append(ssim.flatten(1).mean(1))
+    return torch.cat(out).numpy() if out else np.empty(0)
 
 
 def _unit(x: torch.Tensor) -> torch.Tensor:
@@ -240,13 +252,26 @@ def active_units(means: torch.Tensor, threshold: float = ACTIVE_UNIT_THRESHOLD) 
     return int((variance > threshold).sum()), [float(v) for v in variance]
 
 
+def iw_decoding(model: Autoencoder) -> tuple[Callable[[torch.Tensor], torch.Tensor], int]:
+    """``(decode, chunk_size)`` that an IW estimate of ``model`` runs fastest with, computing the same numbers.
+
+    A conv decoder on the CPU decodes from a copy in channels-last memory format (oneDNN's faster layout for
+    transposed convolutions) in passes of ``IW_CHUNK_CONV`` pairs: on 2 cores, K = 5000 for a 64-128-256 conv
+    VAE took 0.8 s per image instead of 1.6 s. Other models: ``model.decode`` and ``IW_CHUNK``."""
+    if model.config.arch != "conv" or next(model.parameters()).device.type != "cpu":
+        return model.decode, IW_CHUNK
+    fast = copy.deepcopy(model)
+    fast.decoder.to(memory_format=torch.channels_last)
+    return fast.decode, IW_CHUNK_CONV
+
+
 @torch.inference_mode()
 def variational_metrics(
     model: Autoencoder,
     images: torch.Tensor,
     *,
     iw_samples: int = IW_SAMPLES,
-    chunk_size: int = IW_CHUNK,
+    chunk_size: int | None = None,
     seed: int = 0,
     batch_size: int = 1000,
     world: World | None = None,
@@ -266,8 +291,10 @@ def variational_metrics(
     means_all = torch.cat(means)
     kl_per_dim = (torch.stack(kl_dims).sum(0) / len(images)).tolist()
     n_active, variance = active_units(means_all)
+    decode, fastest = iw_decoding(model)
+    chunk_size = fastest if chunk_size is None else chunk_size
     log_px, elbo = importance_weighted_log_likelihood(
-        model.encode, model.decode, log_likelihood_fn(likelihood, std),
+        model.encode, decode, log_likelihood_fn(likelihood, std),
         torch.as_tensor(images), iw_samples, chunk_size=chunk_size, seed=seed, world=world,
     )
     n_dims = math.prod(model.config.image_shape)
@@ -507,7 +534,7 @@ def evaluate(
     splits: Splits,
     *,
     iw_samples: int = IW_SAMPLES,
-    chunk_size: int = IW_CHUNK,
+    chunk_size: int | None = None,
     limit: int | None = None,
     seed: int = 0,
     probe_train_max: int = PROBE_TRAIN_MAX,
@@ -526,8 +553,9 @@ def evaluate(
         Its data: the training split feeds PCA, the probes and the feature classifier.
     iw_samples : int
         Importance samples K per test image for the IW-NLL of a VAE.
-    chunk_size : int
-        (sample, image) pairs per forward pass of the IW estimate (memory bound).
+    chunk_size : int, optional
+        (sample, image) pairs per forward pass of the IW estimate (memory bound); default: what suits the
+        model (see :func:`iw_decoding`).
     limit : int, optional
         Use only the first ``limit`` test images.
     seed : int
@@ -719,7 +747,7 @@ def evaluate_run(
     data_dir: str | None = None,
     splits: Splits | None = None,
     iw_samples: int = IW_SAMPLES,
-    chunk_size: int = IW_CHUNK,
+    chunk_size: int | None = None,
     limit: int | None = None,
     seed: int = 0,
     progress: bool = True,

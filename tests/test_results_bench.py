@@ -177,3 +177,39 @@ def test_bad_options_get_one_line_and_exit_2(argv, pattern):
                              *argv], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.strip().splitlines() == [f"results.py: error: {pattern}"]
+
+
+def test_a_gpu_run_is_marked_as_such_and_a_machine_without_one_refuses_to_train_it(results, tmp_path, monkeypatch):
+    from aekit.errors import AekitError
+
+    monkeypatch.setattr(results, "WEIGHTS", tmp_path)
+    cpu = results.Spec("mnist", "vae", "mlp", 50, 2, (("--binarize", "dynamic"),), tag="a")
+    gpu = results.Spec("mnist", "vae", "mlp", 50, 1, (("--binarize", "dynamic"), ("--device", "cuda")), tag="b",
+                       base=cpu)
+    for spec in (cpu, gpu):
+        (tmp_path / "mnist" / spec.name).mkdir(parents=True)
+        (tmp_path / "mnist" / spec.name / "metrics.jsonl").write_text(json.dumps({"epoch_seconds": 5.0}) + "\n")
+    # a chain with a GPU stage is a GPU run
+    assert (results.row(cpu, {})["device"], results.row(gpu, {})["device"]) == ("cpu", "cuda")
+    assert "--device cuda" in results.row(gpu, {})["command"].split(" && ")[1]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(AekitError, match="trains on a GPU .* has none"):
+        results.train(gpu, str(tmp_path), print)
+    assert not (tmp_path / "mnist" / gpu.name / "model.safetensors").exists()
+
+
+def test_the_likelihood_rows_are_gpu_chains_whose_committed_configs_are_what_their_commands_make(results):
+    from aekit.cli import build_parser
+
+    chains = [s for s in results.suite() if s.binarized]
+    assert {s.arch for s in chains} == {"mlp", "conv"}
+    for spec in chains:
+        for stage in spec.stages():
+            assert stage.gpu
+            args = build_parser().parse_args(stage.command("runs/x")[1:])
+            saved = json.loads((stage.folder / "config.json").read_text())
+            assert saved["train"]["epochs"] == args.epochs and saved["train"]["lr"] == args.lr
+            assert saved["objective"]["importance_samples"] == args.importance_samples
+            assert tuple(saved["model"]["hidden"]) == args.hidden and saved["data"]["binarize"] == "dynamic"
+            assert saved["train"]["init_from"] == (None if stage.base is None else
+                                                   str(stage.base.folder.relative_to(results.REPO)))

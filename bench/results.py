@@ -192,7 +192,6 @@ def train(spec: Spec, data_dir: str, log) -> None:
 
     import aekit
     from aekit import checkpoint as ckpt
-
     from aekit.errors import AekitError
 
     if spec.gpu and not torch.cuda.is_available():

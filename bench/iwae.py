@@ -26,7 +26,7 @@ REPO = HERE.parent
 
 def run(k: int, args: argparse.Namespace, data_dir: str) -> dict:
     import aekit
-    from aekit import checkpoint as ckpt
+    from aekit import run as ckpt
     from aekit.evaluate import importance_weighted_log_likelihood, load_run_splits, log_likelihood_fn
 
     with tempfile.TemporaryDirectory(prefix="aekit-iwae-") as tmp:

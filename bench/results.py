@@ -191,7 +191,7 @@ def train(spec: Spec, data_dir: str, log) -> None:
     import torch
 
     import aekit
-    from aekit import checkpoint as ckpt
+    from aekit import run as ckpt
     from aekit.errors import AekitError
 
     if spec.gpu and not torch.cuda.is_available():
@@ -308,7 +308,7 @@ def pca_row(dataset: str, splits) -> dict:
 
 def row(spec: Spec, metrics: dict) -> dict:
     """A run's row; a fine-tuned run's epochs, training time and command are those of all its stages."""
-    from aekit import checkpoint as ckpt
+    from aekit import run as ckpt
 
     stages = spec.stages()
     curves = [ckpt.read_jsonl(s.folder / "metrics.jsonl") for s in stages]
@@ -586,7 +586,7 @@ def run(args: argparse.Namespace) -> None:
     import torch
 
     from aekit.cpu import tune_cpu
-    from aekit.frechet import load_or_train_classifier
+    from aekit.metrics.frechet import load_or_train_classifier
 
     tune_cpu()
     torch.set_num_threads(os.cpu_count() or 1)

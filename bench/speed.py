@@ -196,7 +196,7 @@ def _reference_conv(images, epochs: int) -> list[float]:
     from torch.utils.data import DataLoader
 
     import aekit
-    from aekit.objectives import loss_terms
+    from aekit.core.objectives import loss_terms
     from reference import PerItemImages
 
     torch.manual_seed(0)

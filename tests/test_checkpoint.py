@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import save_file
 
 import aekit
-from aekit import checkpoint as ckpt
+from aekit import run as ckpt
 from aekit.errors import AekitError
 
 

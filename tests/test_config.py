@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from aekit.config import ModelConfig, RunConfig, preset
+from aekit.core.config import ModelConfig, RunConfig, preset
 from aekit.errors import AekitError
 
 

@@ -15,10 +15,10 @@ import torch
 from safetensors.torch import load_file
 
 import aekit
-from aekit import objectives
-from aekit.distributed import World
+from aekit.core import objectives
+from aekit.training.distributed import World
 from aekit.errors import AekitError
-from aekit.train import TRACE_ENV
+from aekit.training.loop import TRACE_ENV
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 RUN_FILES = {"config.json", "model.safetensors", "state.safetensors", "metrics.jsonl"}
@@ -218,7 +218,7 @@ def test_kl_sparsity_gradients_averaged_over_halves_equal_the_whole_batch():
 
 
 def test_the_global_batch_must_split_evenly():
-    from aekit.train import _plan
+    from aekit.training.loop import _plan
 
     with pytest.raises(AekitError, match="batch-size 100 is the batch of all 3 processes"):
         _plan("ae", None, resume=False, force=False, options={"batch_size": 100}, processes=3, log=print)

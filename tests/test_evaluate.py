@@ -20,8 +20,8 @@ from aekit.evaluate import (
     ssim_per_image,
     variational_metrics,
 )
-from aekit.frechet import frechet_distance, load_or_train_classifier
-from aekit.latent import DiagonalGaussian
+from aekit.metrics.frechet import frechet_distance, load_or_train_classifier
+from aekit.core.latent import DiagonalGaussian
 
 torch.set_flush_denormal(True)
 
@@ -128,8 +128,8 @@ def vae(tmp_path_factory, data):
 
 
 def test_the_fast_conv_decoding_gives_the_plain_estimate_and_leaves_the_model_as_it_was(data):
-    from aekit.config import ModelConfig
-    from aekit.model import Autoencoder
+    from aekit.core.config import ModelConfig
+    from aekit.core.model import Autoencoder
 
     torch.manual_seed(0)
     config = ModelConfig(arch="conv", latent="gaussian", latent_dim=6, hidden=(8, 16), code_scale=2.0)
@@ -269,7 +269,7 @@ def test_the_feature_classifier_is_trained_once_then_cached(data, tmp_path):
     import shutil
 
     from aekit.data import default_data_dir
-    from aekit.frechet import _load_cached
+    from aekit.metrics.frechet import _load_cached
 
     messages = []  # the session's data folder: the report tests reuse this classifier
     net, info = load_or_train_classifier("mnist-5k", data.train, data.test, log=messages.append)

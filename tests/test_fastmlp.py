@@ -11,12 +11,12 @@ import pytest
 import torch
 
 import aekit
-from aekit.config import preset
-from aekit.distributed import World
-from aekit.fastmlp import MLPStep, unsupported
-from aekit.model import Autoencoder
-from aekit.objectives import draw_noise, loss_with_noise
-from aekit.train import TERMS, TrainStep, make_optimizer
+from aekit.core.config import preset
+from aekit.training.distributed import World
+from aekit.training.fastmlp import MLPStep, unsupported
+from aekit.core.model import Autoencoder
+from aekit.core.objectives import draw_noise, loss_with_noise
+from aekit.training.loop import TERMS, TrainStep, make_optimizer
 
 
 

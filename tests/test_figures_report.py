@@ -12,8 +12,8 @@ from PIL import Image
 
 import aekit
 from aekit.cli import main
-from aekit.figures import make_figures
-from aekit.report import report
+from aekit.report.figures import make_figures
+from aekit.report.html import report
 
 TINY = ["--epochs", "1", "--batch-size", "128", "--quiet"]
 FAMILIES = {  # family -> options: every latent kind, a conv backbone, a 2-D latent

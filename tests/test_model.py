@@ -5,11 +5,11 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import Normal, kl_divergence
 
-from aekit import objectives
-from aekit.config import ModelConfig, ObjectiveConfig, preset
+from aekit.core import objectives
+from aekit.core.config import ModelConfig, ObjectiveConfig, preset
 from aekit.errors import AekitError
-from aekit.latent import DiagonalGaussian, PointPosterior
-from aekit.model import Autoencoder
+from aekit.core.latent import DiagonalGaussian, PointPosterior
+from aekit.core.model import Autoencoder
 
 SHAPES = [(1, 28, 28), (3, 32, 32), (3, 64, 64), (1, 13, 17)]
 

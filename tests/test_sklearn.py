@@ -14,7 +14,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 import aekit
 from aekit.data import ImageSet, Splits
 from aekit.sklearn import AutoencoderTransformer
-from aekit.train import evaluate_losses
+from aekit.training.loop import evaluate_losses
 
 
 # Tiny on purpose: check_estimator fits ~50 times on 20-30 rows, so one batch per epoch.

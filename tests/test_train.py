@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import aekit
-from aekit import checkpoint as ckpt
+from aekit import run as ckpt
 from aekit.errors import AekitError
 
 FAST = dict(hidden=(64,), latent_dim=8, batch_size=200, progress=False, log=None)
@@ -111,7 +111,7 @@ def test_progress_false_is_silent(mnist5k, tmp_path, capsys):
 
 
 def test_dynamic_binarization_trains_on_fresh_binary_samples_and_tests_on_one_fixed_one(mnist5k, tmp_path, monkeypatch):
-    from aekit.train import TrainStep
+    from aekit.training.loop import TrainStep
 
     seen = []
     original = TrainStep.__call__
@@ -156,8 +156,8 @@ def test_static_binarization_fixes_both_sets_and_leaves_binary_images_alone(mnis
 
 
 def test_the_cosine_schedule_falls_from_lr_to_zero_and_every_step_runs_at_its_rate(mnist5k, tmp_path, monkeypatch):
-    from aekit.config import TrainConfig
-    from aekit.train import TrainStep, learning_rate_schedule
+    from aekit.core.config import TrainConfig
+    from aekit.training.loop import TrainStep, learning_rate_schedule
 
     assert learning_rate_schedule(TrainConfig(lr=0.1), 10) is None  # constant: the optimizer's own lr
     cosine = learning_rate_schedule(TrainConfig(lr=0.1, epochs=2, lr_schedule="cosine"), 10)

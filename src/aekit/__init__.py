@@ -8,14 +8,14 @@
 __version__ = "0.1.0"
 
 from . import pretrained  # callable: aekit.pretrained("mnist-vae")
-from .checkpoint import load
-from .config import DataConfig, ModelConfig, ObjectiveConfig, RunConfig, TrainConfig, preset
+from .run import load
+from .core.config import DataConfig, ModelConfig, ObjectiveConfig, RunConfig, TrainConfig, preset
 from .data import ImageSet, Splits, load_dataset, load_images
 from .errors import AekitError
 from .evaluate import evaluate
 from .export import export_onnx
-from .model import Autoencoder
-from .train import train
+from .core.model import Autoencoder
+from .training.loop import train
 
 __all__ = [
     "AekitError",

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .config import ARCHS, FAMILIES
+from .core.config import ARCHS, FAMILIES
 from .errors import AekitError, Interrupted, ReportedElsewhere
 
 EXAMPLES = """examples:
@@ -221,13 +221,13 @@ def _measure(args: argparse.Namespace) -> None:
         print(format_table(metrics))
         print(f"metrics: {Path(args.run_dir) / 'metrics.json'}")
     elif args.verb == "report":
-        from .report import report
+        from .report.html import report
 
         path = report(args.run_dir, data=args.data, data_dir=args.data_dir, iw_samples=args.iw_samples,
                       limit=args.limit, seed=args.seed, progress=not args.quiet, log=log)
         print(f"report: {path}")
     else:
-        from .compare import compare, to_markdown, write_comparison
+        from .report.compare import compare, to_markdown, write_comparison
 
         table = compare(args.run_dirs, iw_samples=args.iw_samples, limit=args.limit, progress=not args.quiet, log=log)
         print(to_markdown(table), end="")
@@ -271,13 +271,13 @@ def _load_model(args: argparse.Namespace):
         return load_pretrained(name)
     if run is None:
         raise AekitError(f"{args.verb} needs a run folder (RUN) or --pretrained NAME")
-    from .checkpoint import load
+    from .run import load
 
     return load(run)
 
 
 def _train(args: argparse.Namespace) -> None:
-    from .train import train
+    from .training.loop import train
 
     options = {
         name: getattr(args, name)
@@ -295,7 +295,7 @@ def _train(args: argparse.Namespace) -> None:
         return
     print(f"run folder: {model.run_dir}")
     if args.report:
-        from .report import report
+        from .report.html import report
 
         print(f"report: {report(model.run_dir, progress=not args.quiet, log=None if args.quiet else _err)}")
 

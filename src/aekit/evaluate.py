@@ -34,14 +34,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import checkpoint as ckpt
+from . import run as ckpt
 from .cpu import tune_cpu
 from .data import Splits, load_dataset
-from .distributed import World, current, process_group
+from .training.distributed import World, current, process_group
 from .errors import AekitError
-from .latent import standard_normal_log_prob
-from .model import Autoencoder
-from .objectives import reconstruction_nll
+from .core.latent import standard_normal_log_prob
+from .core.model import Autoencoder
+from .core.objectives import reconstruction_nll
 
 METRICS_FILE = "metrics.json"
 METRICS_FORMAT = "aekit-metrics"
@@ -494,7 +494,7 @@ def generation_metrics(
       between codes, does well on both;
     * references: the test reconstructions, and as many real training images (the finite-sample floor).
     """
-    from .frechet import frechet_distance
+    from .metrics.frechet import frechet_distance
 
     test = splits.test.images
     n = min(n_samples, len(test))
@@ -653,7 +653,7 @@ def evaluate(
     if not frechet:
         out["skipped"]["generation"] = "not asked for"
     elif labelled and len(torch.unique(splits.train.labels)) > 1 and len(test) >= 2:
-        from .frechet import dataset_key, load_or_train_classifier
+        from .metrics.frechet import dataset_key, load_or_train_classifier
 
         def generation_group() -> dict:
             classifier, info = load_or_train_classifier(

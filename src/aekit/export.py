@@ -22,10 +22,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import checkpoint as ckpt
+from . import run as ckpt
 from .errors import AekitError
-from .model import Autoencoder
-from .objectives import mean_image
+from .core.model import Autoencoder
+from .core.objectives import mean_image
 
 FORMAT = "aekit-onnx"
 FORMAT_VERSION = 1

@@ -21,10 +21,10 @@ from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, Transfo
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
-from .checkpoint import read_jsonl
+from .run import read_jsonl
 from .data import ImageSet, Splits
-from .objectives import loss_terms, mean_image
-from .train import EVAL_SEED, TERMS, train
+from .core.objectives import loss_terms, mean_image
+from .training.loop import EVAL_SEED, TERMS, train
 
 SCALINGS = ("auto", "unit", "uint8", "minmax")
 _BATCH = 1024

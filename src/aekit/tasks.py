@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import checkpoint as ckpt
+from . import run as ckpt
 from .data import ImageSet, load_images
 from .errors import AekitError
 from .imaging import grid, rows, save_npy, save_png
-from .model import Autoencoder
+from .core.model import Autoencoder
 
 GRID_MAX = 64
 

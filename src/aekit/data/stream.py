@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from aekit.data.imageset import ImageSet, conform, to_uint8_images
-from aekit.distributed import local_processes
+from aekit.training.distributed import local_processes
 from aekit.errors import AekitError
 
 MEMORY_FRACTION = 0.5  # stream when the uint8 images would take more than this share of the available memory

@@ -68,7 +68,7 @@ def load(name: str):
     AekitError
         If ``name`` is not a shipped model (the message lists the names).
     """
-    from ..checkpoint import load as load_run
+    from ..run import load as load_run
 
     folder = _folder(name)
     with _as_path(folder) as path:
@@ -106,7 +106,7 @@ def measure(model, images, *, noise_std: float = DENOISE_STD) -> dict[str, float
     ``psnr_noisy_db``/``psnr_denoised_db``: Gaussian noise of std ``noise_std`` (seed 0), then denoised.
     """
     from ..tasks import psnr
-    from ..train import evaluate_losses
+    from ..training.loop import evaluate_losses
 
     losses = evaluate_losses(model, images, model.run_config)
     clean = model.prepare(images)

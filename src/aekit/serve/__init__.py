@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from ..errors import AekitError
-from ..model import Autoencoder
+from ..core.model import Autoencoder
 from .app import LOOPBACK, build_app
 from .explorer import MAP_MAX, Explorer
 

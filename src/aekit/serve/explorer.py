@@ -16,7 +16,7 @@ import torch
 
 from ..data import ImageSet
 from ..imaging import to_pil
-from ..model import Autoencoder
+from ..core.model import Autoencoder
 
 MAP_MAX = 10_000  # test images on the map
 SLIDERS = 8  # latent dimensions with sliders

@@ -23,10 +23,10 @@ import torch.nn.functional as F
 from safetensors.torch import save as st_save
 from torch import nn
 
-from .checkpoint import atomic_write_bytes, atomic_write_json, read_json, read_safetensors
-from .cpu import tune_cpu
-from .data import ImageSet, default_data_dir
-from .errors import AekitError
+from ..run import atomic_write_bytes, atomic_write_json, read_json, read_safetensors
+from ..cpu import tune_cpu
+from ..data import ImageSet, default_data_dir
+from ..errors import AekitError
 
 FORMAT = "aekit-classifier"
 FORMAT_VERSION = 1

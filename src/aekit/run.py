@@ -26,9 +26,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from .config import RunConfig
+from .core.config import RunConfig
 from .errors import AekitError
-from .model import Autoencoder
+from .core.model import Autoencoder
 
 FORMAT = "aekit-run"
 FORMAT_VERSION = 1

@@ -8,9 +8,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import checkpoint as ckpt
-from .errors import AekitError
-from .evaluate import ensure_metrics
+from .. import run as ckpt
+from ..errors import AekitError
+from ..evaluate import ensure_metrics
 
 # (label, path into metrics.json, format)
 ROWS: tuple[tuple[str, tuple[str, ...], str], ...] = (

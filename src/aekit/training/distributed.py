@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from .errors import AekitError, ReportedElsewhere
+from ..errors import AekitError, ReportedElsewhere
 
 T = TypeVar("T")
 DEVICES = ("auto", "cpu", "cuda")

@@ -27,7 +27,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import AekitError
+from ..errors import AekitError
 
 FAMILIES = ("ae", "dae", "sae", "vae")
 ARCHS = ("mlp", "conv")

@@ -18,12 +18,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import checkpoint as ckpt
-from .cpu import tune_cpu
-from .data import Splits
-from .errors import AekitError
-from .imaging import grid
-from .model import Autoencoder
+from .. import run as ckpt
+from ..cpu import tune_cpu
+from ..data import Splits
+from ..errors import AekitError
+from ..imaging import grid
+from ..core.model import Autoencoder
 
 FIGURES_DIR = "figures"
 INDEX = "index.json"
@@ -176,7 +176,7 @@ def samples_figure(model: Autoencoder, n: int = 60, seed: int = 0) -> Drawn:
 
 
 def denoising_figure(model: Autoencoder, splits: Splits, metrics: dict | None, n: int = 10, seed: int = 0) -> Drawn:
-    from .evaluate import psnr_per_image
+    from ..evaluate import psnr_per_image
 
     trained = model.run_config.objective.noise_std if hasattr(model, "run_config") else 0.0
     levels = sorted({0.3, 0.5, *([trained] if trained > 0 else [])})
@@ -213,7 +213,7 @@ def latent_figure(model: Autoencoder, splits: Splits, seed: int = 0) -> Drawn | 
     from sklearn.decomposition import PCA
     from sklearn.manifold import TSNE
 
-    from .evaluate import single_threaded
+    from ..evaluate import single_threaded
 
     test = splits.test
     n = min(len(test), SCATTER_MAX)
@@ -412,7 +412,7 @@ def losses_figure(run_dir: Path | None) -> Drawn | None:
 def activations_figure(model: Autoencoder, splits: Splits, metrics: dict | None) -> Drawn | None:
     if model.config.code_activation != "sigmoid":
         return None
-    from .evaluate import DEAD_ACTIVATION
+    from ..evaluate import DEAD_ACTIVATION
 
     codes = _codes(model, splits.test.images[:SCATTER_MAX]).double().numpy()
     objective = model.run_config.objective if hasattr(model, "run_config") else None

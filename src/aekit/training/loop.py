@@ -33,18 +33,18 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from . import checkpoint as ckpt
-from .config import RunConfig, TrainConfig, preset
-from .cpu import tune_cpu
-from .data import Splits, load_dataset
-from .data.imageset import binarize_splits
-from .data.stream import chunks, default_workers, iter_batches
+from .. import run as ckpt
+from ..core.config import RunConfig, TrainConfig, preset
+from ..cpu import tune_cpu
+from ..data import Splits, load_dataset
+from ..data.imageset import binarize_splits
+from ..data.stream import chunks, default_workers, iter_batches
 from .distributed import World, process_group
-from .errors import AekitError, Interrupted
+from ..errors import AekitError, Interrupted
 from .fastmlp import MLPStep
 from .fastmlp import unsupported as fastmlp_unsupported
-from .model import Autoencoder
-from .objectives import draw_noise, loss_with_noise
+from ..core.model import Autoencoder
+from ..core.objectives import draw_noise, loss_with_noise
 
 TERMS = ("loss", "recon", "kl", "sparsity")
 RUN_FILES = (ckpt.CONFIG, ckpt.MODEL, ckpt.STATE, ckpt.METRICS)

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from .config import ModelConfig
-from .errors import AekitError
+from ..errors import AekitError
 from .latent import GaussianHead, PointHead
 from .nets import build_backbones
 from .objectives import corrupt, mean_image

@@ -18,10 +18,10 @@ from typing import Any
 
 import torch
 
-from . import checkpoint as ckpt
-from .cpu import tune_cpu
-from .data import Splits
-from .evaluate import ensure_metrics, load_run_splits
+from .. import run as ckpt
+from ..cpu import tune_cpu
+from ..data import Splits
+from ..evaluate import ensure_metrics, load_run_splits
 from .figures import FIGURES_DIR, make_figures
 
 REPORT_FILE = "report.html"
@@ -352,7 +352,7 @@ def _training_summary(run_dir: Path) -> str:
 
 def render_html(model, metrics: dict, index: list[dict], figures_dir: Path) -> str:
     """The report page as a string; figures are read from ``figures_dir`` and embedded."""
-    from . import __version__
+    from .. import __version__
 
     config = model.run_config
     run_dir = Path(model.run_dir)

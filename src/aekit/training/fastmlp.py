@@ -26,9 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .latent import LOGVAR_RANGE
-from .nets import LEAKY_SLOPE
-from .objectives import KL_SPARSITY_EPS, apply_corruption, kl_sparsity, l1_sparsity
+from ..core.latent import LOGVAR_RANGE
+from ..core.nets import LEAKY_SLOPE
+from ..core.objectives import KL_SPARSITY_EPS, apply_corruption, kl_sparsity, l1_sparsity
 
 _aten = torch.ops.aten
 

@@ -65,7 +65,7 @@ def _idx_seed() -> bytes:
 
 
 def target_idx(work: Path) -> tuple[bytes, Callable[[bytes], None]]:
-    from aekit.data.sources import read_idx
+    from aekit.data.formats.idx import read_idx
 
     def run(data: bytes) -> None:
         gz = data[:2] == b"\x1f\x8b"

@@ -26,22 +26,22 @@ REPO = HERE.parent
 
 def run(k: int, args: argparse.Namespace, data_dir: str) -> dict:
     import aekit
-    from aekit import run as ckpt
-    from aekit.evaluate import importance_weighted_log_likelihood, load_run_splits, log_likelihood_fn
+    from aekit.evaluate import load_run_splits
+    from aekit.metrics.likelihood import importance_weighted_log_likelihood, log_likelihood_fn
 
     with tempfile.TemporaryDirectory(prefix="aekit-iwae-") as tmp:
         t0 = time.perf_counter()
-        model = aekit.train("vae", out=Path(tmp) / "run", data="mnist", data_dir=data_dir, binarize="dynamic",
+        run = aekit.train("vae", out=Path(tmp) / "run", data="mnist", data_dir=data_dir, binarize="dynamic",
                             hidden=(500, 500), latent_dim=50, epochs=args.epochs, seed=args.seed,
                             importance_samples=k, progress=False)
         wall = time.perf_counter() - t0
-        curve = ckpt.read_jsonl(Path(tmp) / "run" / ckpt.METRICS)
-        test = load_run_splits(model, progress=False).test.images
+        model, curve = run.model, run.history
+        test = load_run_splits(run, progress=False).test.images
         if args.limit:
             test = test[: args.limit]
         t0 = time.perf_counter()
         log_px, elbo = importance_weighted_log_likelihood(model.encode, model.decode,
-                                                          log_likelihood_fn("bernoulli", 1.0), test,
+                                                          log_likelihood_fn(run.config.objective), test,
                                                           args.iw_samples, seed=args.seed)
         return {
             "importance_samples": k,

@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             t0 = time.perf_counter()
             with tempfile.TemporaryDirectory(prefix="aekit-pretrained-") as tmp:
-                model = aekit.train(family, out=Path(tmp) / name, splits=splits, progress=False,
+                run = aekit.train(family, out=Path(tmp) / name, splits=splits, progress=False,
                                     log=lambda line, name=name: print(f"{name}: {line}", flush=True),
                                     data=dataset, **OPTIONS)
                 seconds = time.perf_counter() - t0
@@ -79,14 +79,14 @@ def main(argv: list[str] | None = None) -> int:
                     "seed": OPTIONS["seed"],
                     "options": {"family": family, **OPTIONS},
                     "data": {"name": dataset, "train_images": len(splits.train), "test_images": len(splits.test)},
-                    "metrics": {"data": dataset, "split": "test", **pretrained.measure(model, splits.test.images)},
-                    "check": {"data": "mnist-5k", "split": "test", **pretrained.measure(model, check.images)},
+                    "metrics": {"data": dataset, "split": "test", **pretrained.measure(run, splits.test.images)},
+                    "check": {"data": "mnist-5k", "split": "test", **pretrained.measure(run, check.images)},
                     "train_seconds": round(seconds, 1),
                     "aekit_version": aekit.__version__,
                     "torch_version": torch.__version__,
                     "python_version": platform.python_version(),
                 }
-                pretrained.copy_run(model.run_dir, args.out / name, card)
+                pretrained.copy_run(run.path, args.out / name, card)
             m = card["metrics"]
             print(f"{name}: test loss {m['loss']:.2f}, psnr {m['psnr_db']:.2f} dB, "
                   f"denoised psnr {m['psnr_denoised_db']:.2f} dB, {seconds:.0f}s", flush=True)

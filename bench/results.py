@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
 import json
 import os
 import shutil
@@ -191,7 +190,6 @@ def train(spec: Spec, data_dir: str, log) -> None:
     import torch
 
     import aekit
-    from aekit import run as ckpt
     from aekit.errors import AekitError
 
     if spec.gpu and not torch.cuda.is_available():
@@ -207,8 +205,7 @@ def train(spec: Spec, data_dir: str, log) -> None:
         t0 = time.perf_counter()
         subprocess.run([sys.executable, "-m", "aekit", *cmd[1:], "--quiet"], check=True, env=env, cwd=REPO)
         log(f"  {time.perf_counter() - t0:.0f} s")
-        model = aekit.load(out)
-        ckpt.save_model(out, model, model.epoch, dtype=torch.float16)
+        aekit.load(out).save(out, dtype=torch.float16)
         if target.exists():
             shutil.rmtree(target)
         target.mkdir(parents=True)
@@ -228,7 +225,7 @@ def load_splits(dataset: str, data_dir: str, binarize: str = "none"):
 
 
 def probe(train_x, train_y, test_x, test_y) -> dict:
-    from aekit.evaluate import representation_metrics
+    from aekit.metrics.baselines import representation_metrics
 
     r = representation_metrics({"f": (train_x, test_x)}, train_y, test_y, max_train=len(train_y), seed=SEED)
     return {"linear_probe_acc": r["f"]["linear_probe_accuracy"], "knn5_acc": r["f"]["knn_accuracy"]}
@@ -239,33 +236,34 @@ def evaluate_run(spec: Spec, splits, classifier, iw_samples: int, iw_limit: int 
     import torch
 
     import aekit
-    ev = importlib.import_module("aekit.evaluate")  # the package's aekit.evaluate is the function
+    from aekit.metrics import likelihood, reconstruction, sparsity
+    from aekit.metrics.generation import generation_metrics
 
-    model = aekit.load(spec.folder)
+    run = aekit.load(spec.folder)
+    model = run.model
     if model.config.arch == "conv":  # oneDNN's faster layout on the CPU: a quarter off a conv row, metrics to ~1e-9
         model.to(memory_format=torch.channels_last)
     test, train = splits.test, splits.train
     m: dict = {}
-    r = ev.reconstruction_metrics(model, test.images)
+    r = reconstruction.reconstruction_metrics(model, test.images)
     m.update(mse=r["mse_per_pixel"], psnr=r["psnr_db"], ssim=r["ssim"])
     m.update(probe(model.embed(train.images).numpy(), train.labels.numpy(),
                    model.embed(test.images).numpy(), test.labels.numpy()))
-    den = ev.denoising_metrics(model, test.images, levels=(NOISE,), seed=SEED)["levels"][0]
+    den = reconstruction.denoising_metrics(model, test.images, levels=(NOISE,), seed=SEED)["levels"][0]
     m["denoised_psnr"] = den["psnr_denoised_db"]
     if model.config.code_activation == "sigmoid":
-        s = ev.sparsity_metrics(model.embed(test.images), 0.05)
+        s = sparsity.sparsity_metrics(model.embed(test.images), 0.05)
         m["mean_activation"] = s["mean_activation"]
     if classifier is not None and not spec.binarized:
-        g = ev.generation_metrics(model, splits, classifier, seed=SEED)
+        g = generation_metrics(model, splits, classifier, seed=SEED)
         m["frechet"] = g["frechet_classifier_distance"]
         m["frechet_diagonal"] = g["frechet_diagonal_gaussian"]
     if model.is_variational and spec.binarized:
         images = test.images[iw_subset(len(test.images), iw_limit)]
         t0 = time.perf_counter()
-        objective = model.run_config.objective
-        decode, chunk_size = ev.iw_decoding(model)
-        log_px, elbo = ev.importance_weighted_log_likelihood(
-            model.encode, decode, ev.log_likelihood_fn(objective.likelihood, objective.gaussian_std),
+        decode, chunk_size = likelihood.iw_decoding(model)
+        log_px, elbo = likelihood.importance_weighted_log_likelihood(
+            model.encode, decode, likelihood.log_likelihood_fn(run.config.objective),
             images, iw_samples, chunk_size=chunk_size, seed=SEED,
         )
         m.update(iw_nll_nats=float(-log_px.mean()), iw_nll_stderr=float(log_px.std() / len(log_px) ** 0.5),
@@ -288,30 +286,34 @@ def pca_row(dataset: str, splits) -> dict:
     import numpy as np
     import torch
 
-    ev = importlib.import_module("aekit.evaluate")  # the package's aekit.evaluate is the function
-    pca = ev.fit_pca(splits.train.images, 32, seed=SEED, max_train=len(splits.train))
-    p = ev.pca_metrics(pca, splits.test.images)
+    from aekit.cpu import single_threaded
+    from aekit.data import to_unit
+    from aekit.metrics import baselines
+    from aekit.metrics.pixels import mean_psnr
+
+    pca = baselines.fit_pca(splits.train.images, 32, seed=SEED, max_train=len(splits.train))
+    p = baselines.pca_metrics(pca, splits.test.images)
     m = {"mse": p["mse_per_pixel"], "psnr": p["psnr_db"], "ssim": p["ssim"]}
-    train_codes, test_codes = ev._pca_codes(pca, splits.train.images, splits.test.images)
+    train_codes, test_codes = baselines.pca_codes(pca, splits.train.images, splits.test.images)
     m.update(probe(train_codes, splits.train.labels.numpy(), test_codes, splits.test.labels.numpy()))
-    clean = ev._unit(splits.test.images)
+    clean = to_unit(splits.test.images)
     noise = torch.randn(clean.shape, generator=torch.Generator().manual_seed(SEED))
     noisy = (clean + NOISE * noise).clamp(0, 1)
-    with ev.single_threaded():
+    with single_threaded():
         projected = pca.inverse_transform(pca.transform(noisy.flatten(1).numpy()))
     denoised = torch.from_numpy(np.clip(projected, 0, 1).astype(np.float32)).reshape(clean.shape)
-    m["noisy_psnr"] = float(ev.psnr_per_image(noisy, clean).mean())
-    m["denoised_psnr"] = float(ev.psnr_per_image(denoised, clean).mean())
+    m["noisy_psnr"] = mean_psnr(noisy, clean)
+    m["denoised_psnr"] = mean_psnr(denoised, clean)
     return {"dataset": dataset, "family": "pca", "arch": "linear", "latent_dim": 32, "train_seconds": None,
             "command": f"sklearn PCA(32) on the {len(splits.train)} training images", "metrics": m}
 
 
 def row(spec: Spec, metrics: dict) -> dict:
     """A run's row; a fine-tuned run's epochs, training time and command are those of all its stages."""
-    from aekit import run as ckpt
+    from aekit.files import read_jsonl
 
     stages = spec.stages()
-    curves = [ckpt.read_jsonl(s.folder / "metrics.jsonl") for s in stages]
+    curves = [read_jsonl(s.folder / "metrics.jsonl") for s in stages]
     seconds = sum(r["epoch_seconds"] for curve in curves for r in curve)
     r = {"dataset": spec.dataset, "family": spec.family, "arch": spec.arch, "latent_dim": spec.latent_dim,
          "run": spec.name, "tag": spec.tag, "binarized": spec.binarized, "epochs": sum(map(len, curves)),

@@ -126,9 +126,10 @@ def child_aekit(args) -> dict:
     kw = dict(hidden=(400,), latent_dim=20) if args.arch == "mlp" else dict(arch="conv")
     with tempfile.TemporaryDirectory() as out:
         t0 = time.perf_counter()
-        model = aekit.train("vae", out=Path(out) / "run", epochs=args.epochs, batch_size=128, lr=1e-3,
-                            compile=args.compile, fast_step=args.fast_step, splits=splits, progress=False, log=None,
-                            **kw)
+        run = aekit.train("vae", out=Path(out) / "run", epochs=args.epochs, batch_size=128, lr=1e-3,
+                          compile=args.compile, fast_step=args.fast_step, splits=splits, progress=False, log=None,
+                          **kw)
+        model = run.model
         total = time.perf_counter() - t0
         rows = [json.loads(line) for line in (Path(out) / "run" / "metrics.jsonl").read_text().splitlines()]
     n = len(splits.train)
@@ -154,20 +155,18 @@ def child_aekit(args) -> dict:
         t0 = time.perf_counter()
         model.embed(images)
         result["encode_images_per_second"] = len(images) / (time.perf_counter() - t0)
-        iw = _iw_nll_seconds(model, images, args.iw_samples)
+        iw = _iw_nll_seconds(run, images, args.iw_samples)
         if iw is not None:
             result.update(iw)
         del torch
     return result
 
 
-def _iw_nll_seconds(model, images, k: int) -> dict | None:
-    try:
-        from aekit.evaluate import importance_weighted_log_likelihood, log_likelihood_fn
-    except ImportError:
-        return None
-    objective = model.run_config.objective
-    log_lik = log_likelihood_fn(objective.likelihood, objective.gaussian_std)
+def _iw_nll_seconds(run, images, k: int) -> dict | None:
+    from aekit.metrics.likelihood import importance_weighted_log_likelihood, log_likelihood_fn
+
+    model = run.model
+    log_lik = log_likelihood_fn(run.config.objective)
     t0 = time.perf_counter()
     log_px, _ = importance_weighted_log_likelihood(model.encode, model.decode, log_lik, images, k)
     seconds = time.perf_counter() - t0

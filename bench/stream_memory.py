@@ -37,7 +37,7 @@ def write_array(path: Path, n: int, data_dir: Path) -> str:
 
     source = data_dir / "mnist" / "train-images-idx3-ubyte.gz"
     if source.is_file():
-        from aekit.data.sources import read_idx
+        from aekit.data.formats.idx import read_idx
 
         base, what = read_idx(source, 3), "MNIST training images repeated"
     else:

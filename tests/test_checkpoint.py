@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import save_file
 
 import aekit
-from aekit import run as ckpt
+from aekit import files
 from aekit.errors import AekitError
 
 
@@ -30,8 +30,9 @@ def copy(run_dir, tmp_path):
 
 
 def test_a_valid_run_loads(run_dir):
-    model = aekit.load(run_dir)
-    assert model.config.latent_dim == 4 and model.epoch == 1 and not model.training
+    run = aekit.load(run_dir)
+    assert run.model.config.latent_dim == 4 and run.epoch == 1 and not run.model.training
+    assert run.config.family == "vae" and run.path == run_dir and [r["epoch"] for r in run.history] == [1]
 
 
 def test_truncated_weights_are_refused(copy):
@@ -71,12 +72,12 @@ def test_a_safetensors_file_whose_first_byte_looks_like_pickle_still_loads(tmp_p
             break
     assert data[0] == 0x80
     (tmp_path / "f.safetensors").write_bytes(data)
-    tensors, meta = ckpt.read_safetensors(tmp_path / "f.safetensors")
+    tensors, meta = files.read_safetensors(tmp_path / "f.safetensors")
     assert torch.equal(tensors["w"], torch.ones(2)) and meta["format"] == "x"
 
 
 def test_a_wrong_shape_tensor_is_refused(copy):
-    tensors, meta = ckpt.read_safetensors(copy / "model.safetensors")
+    tensors, meta = files.read_safetensors(copy / "model.safetensors")
     name = next(k for k in tensors if k.endswith("weight"))
     tensors[name] = torch.zeros(3, 3)
     save_file(tensors, copy / "model.safetensors", metadata=meta)
@@ -85,29 +86,30 @@ def test_a_wrong_shape_tensor_is_refused(copy):
 
 
 def test_half_precision_weights_load_as_float32_and_an_overflow_is_refused(copy):
-    model = aekit.load(copy)
+    run = aekit.load(copy)
+    model = run.model
     x = aekit.load_dataset("mnist-5k").test.images[:20]
     full = model.reconstruct(x).float()
     before = (copy / "model.safetensors").stat().st_size
-    ckpt.save_model(copy, model, model.epoch, dtype=torch.float16)
+    run.save(copy, dtype=torch.float16)
     assert (copy / "model.safetensors").stat().st_size < 0.6 * before
-    half = aekit.load(copy)
+    half = aekit.load(copy).model
     assert all(p.dtype == torch.float32 for p in half.parameters())
     assert (half.reconstruct(x).float() - full).abs().max() <= 2  # uint8 pixels: rounding only
     for name, p in half.state_dict().items():
         assert torch.equal(p, model.state_dict()[name].half().float()), name
-    tensors, meta = ckpt.read_safetensors(copy / "model.safetensors")
+    tensors, meta = files.read_safetensors(copy / "model.safetensors")
     name = next(k for k in tensors if k.endswith("weight"))
     tensors[name] = torch.full_like(tensors[name], 65504.0) * 2  # inf in float16
     save_file(tensors, copy / "model.safetensors", metadata=meta)
     with pytest.raises(AekitError, match="NaN or inf"):
         aekit.load(copy)
     with pytest.raises(AekitError, match="float16 or bfloat16"):
-        ckpt.save_model(copy, model, 1, dtype=torch.int8)
+        run.save(copy, dtype=torch.int8)
 
 
 def test_missing_or_extra_tensors_and_nan_are_refused(copy):
-    tensors, meta = ckpt.read_safetensors(copy / "model.safetensors")
+    tensors, meta = files.read_safetensors(copy / "model.safetensors")
     save_file({**tensors, "extra": torch.zeros(1)}, copy / "model.safetensors", metadata=meta)
     with pytest.raises(AekitError, match="unexpected"):
         aekit.load(copy)
@@ -120,7 +122,7 @@ def test_missing_or_extra_tensors_and_nan_are_refused(copy):
 
 
 def test_foreign_safetensors_and_unknown_versions_are_refused(copy):
-    tensors, meta = ckpt.read_safetensors(copy / "model.safetensors")
+    tensors, meta = files.read_safetensors(copy / "model.safetensors")
     save_file(tensors, copy / "model.safetensors")  # no aekit stamp
     with pytest.raises(AekitError, match="not an aekit file"):
         aekit.load(copy)
@@ -169,9 +171,9 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatc
     def fail(*args):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(ckpt.os, "replace", fail)
+    monkeypatch.setattr(files.os, "replace", fail)
     with pytest.raises(AekitError, match="No space left"):
-        ckpt.atomic_write_bytes(target, b"new")
+        files.atomic_write_bytes(target, b"new")
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]  # no temp file left behind
 
@@ -181,9 +183,9 @@ def test_a_read_only_folder_gives_a_clear_error(tmp_path, monkeypatch):
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(ckpt.tempfile, "mkstemp", refuse)
-    with pytest.raises(AekitError, match="cannot write in .*Permission denied"):
-        ckpt.atomic_write_bytes(tmp_path / "x", b"data")
+    monkeypatch.setattr(files.tempfile, "mkstemp", refuse)
+    with pytest.raises(AekitError, match="cannot write .*x: Permission denied"):
+        files.atomic_write_bytes(tmp_path / "x", b"data")
     assert not (tmp_path / "x").exists()
 
 
@@ -191,5 +193,5 @@ def test_no_pickle_anywhere_in_a_run(run_dir):
     for path in run_dir.iterdir():
         head = path.read_bytes()[:2]
         assert head[:1] != b"\x80" and head != b"PK", path.name
-    _, meta = ckpt.read_safetensors(run_dir / "state.safetensors")
+    _, meta = files.read_safetensors(run_dir / "state.safetensors")
     assert meta["epoch"] == "1" and json.loads(meta["param_groups"])[0]["lr"] == 1e-3

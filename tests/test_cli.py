@@ -143,6 +143,10 @@ def test_python_dash_m_and_the_console_script_work(tmp_path, runs):
         (["train", "--epochs", "0"], "epochs must be >= 1"),
         (["train", "--hidden", "a,b"], "comma-separated integers"),
         (["train", "--noise-std", "-1"], "noise_std must be >= 0"),
+        (["train", "--noise-std", "5"], "noise_std must be >= 0 and <= 2 (got 5.0)"),
+        (["train", "--lr", "inf"], "lr must be > 0 and <= 10 (got inf)"),
+        (["train", "--channels", "2"], "channels must be 1, 3 or 4"),
+        (["train", "--likelihood", "laplace"], "invalid choice"),
         (["train", "--model", "dae", "--noise-std-min", "0.8"], "noise_std_min must be in [0, noise_std]"),
         (["train", "--resume"], "--resume needs the run folder"),
         (["train", "--lr-schedule", "step"], "invalid choice"),
@@ -167,6 +171,13 @@ def test_bad_input_gets_one_line_and_exit_2(capsys, runs, tmp_path, monkeypatch,
 def test_help_exits_0(capsys):
     code, out, _ = run(capsys, "train", "--help")
     assert code == 0 and "--noise-std" in out and "--sparsity-target" in out
+    # the option flags, generated from the config's declarations, come in a group per part
+    body = out[out.index("\noptions:"):]  # past the usage lines
+    groups = ["data options:", "model options:", "objective options:", "training options:"]
+    assert [body.index(g) for g in groups] == sorted(body.index(g) for g in groups)
+    assert body.index("--out") < body.index("data options:") < body.index("--image-size") < body.index("model options:")
+    flat = " ".join(out.split())
+    assert "in [0, 2] (default 0; dae: 0.5)" in flat and "Adam learning rate; in (0, 10] (default 0.001)" in flat
 
 
 def test_an_existing_run_is_refused_and_left_intact(capsys, runs):
@@ -211,7 +222,7 @@ def test_channels_option_converts_the_training_data(capsys, tmp_path):
     config = json.loads((tmp_path / "rgb" / "config.json").read_text())
     assert config["model"]["channels"] == 3 and config["data"]["channels"] == 3
     code, _, err = run(capsys, "train", "--model", "ae", *TINY, "--channels", "2", "--out", tmp_path / "two")
-    assert_one_line_error(code, err, "channels must be 1 or 3")
+    assert_one_line_error(code, err, "channels must be 1, 3 or 4")
     assert not (tmp_path / "two").exists()
 
 

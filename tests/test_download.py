@@ -104,7 +104,7 @@ def _serve(server: Server, mirror: str, contents: dict[str, bytes]) -> str:
 
 
 def _leftovers(folder: Path) -> list[Path]:
-    return list(folder.glob("*.part-*"))
+    return list(folder.glob(".*.part"))
 
 
 def test_official_mirrors_and_checksums() -> None:
@@ -168,6 +168,23 @@ def test_all_mirrors_fail(server: Server, tiny_mnist: dict[str, bytes], tmp_path
     assert "short/train-images-idx3-ubyte.gz: connection closed after 16 of 1000 bytes" in message
     assert "nota://url/train-images-idx3-ubyte.gz: " in message and "AEKIT_MIRRORS" in message
     assert not dest.exists() or (not list(dest.iterdir()))  # nothing under a final name, no .part files
+
+
+def test_a_failed_download_removes_the_folders_it_created(
+    server: Server, tiny_mnist: dict[str, bytes], tmp_path: Path
+) -> None:
+    with pytest.raises(AekitError, match="could not download"):
+        fetch("mnist", tmp_path / "new" / "mnist", mirrors=[server.mirror("none")], progress=False)
+    assert not (tmp_path / "new").exists()  # new/mnist/ and new/ are gone
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    with pytest.raises(AekitError, match="could not download"):
+        fetch("mnist", kept, mirrors=[server.mirror("none")], progress=False)
+    assert kept.is_dir()  # there before: left as it was
+    mirror = _serve(server, "partial", {NAMES[0]: tiny_mnist[NAMES[0]]})
+    with pytest.raises(AekitError, match=f"could not download {NAMES[1]}"):
+        fetch("mnist", tmp_path / "p", mirrors=[mirror], progress=False)
+    assert [p.name for p in (tmp_path / "p").iterdir()] == [NAMES[0]]  # not empty: kept with the good file
 
 
 def test_timeout_is_reported(server: Server, tiny_mnist: dict[str, bytes], tmp_path: Path) -> None:

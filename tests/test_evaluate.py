@@ -10,22 +10,21 @@ import torch
 
 import aekit
 from aekit.errors import AekitError
-from aekit.evaluate import (
+from aekit.core.config import ObjectiveConfig
+from aekit.core.latent import DiagonalGaussian
+from aekit.metrics.frechet import frechet_distance, load_or_train_classifier
+from aekit.metrics.likelihood import (
     active_units,
     importance_weighted_log_likelihood,
     iw_decoding,
     log_likelihood_fn,
-    psnr_per_image,
-    sparsity_metrics,
-    ssim_per_image,
     variational_metrics,
 )
-from aekit.metrics.frechet import frechet_distance, load_or_train_classifier
-from aekit.core.latent import DiagonalGaussian
+from aekit.metrics.pixels import psnr_per_image, ssim_per_image
+from aekit.metrics.sparsity import sparsity_metrics
 
 torch.set_flush_denormal(True)
-
-
+BERNOULLI = ObjectiveConfig(likelihood="bernoulli")
 
 # ----- probabilistic PCA: a linear-Gaussian VAE whose log p(x) is known in closed form -----
 
@@ -99,10 +98,10 @@ def test_the_gaussian_likelihood_callable_is_the_gaussian_density_of_the_sigmoid
     g = torch.Generator().manual_seed(0)
     mean = torch.rand(5, 1, 4, 4, generator=g) * 0.8 + 0.1
     x = torch.rand(5, 1, 4, 4, generator=g)
-    got = log_likelihood_fn("gaussian", 0.2)(torch.logit(mean), x)
+    got = log_likelihood_fn(ObjectiveConfig(likelihood="gaussian", gaussian_std=0.2))(torch.logit(mean), x)
     want = torch.distributions.Normal(mean, 0.2).log_prob(x).flatten(1).sum(1)
     assert torch.allclose(got, want, atol=1e-4)
-    bern = log_likelihood_fn("bernoulli", 0.1)(torch.logit(mean), x)
+    bern = log_likelihood_fn(BERNOULLI)(torch.logit(mean), x)
     want_bern = (x * mean.log() + (1 - x) * (1 - mean).log()).flatten(1).sum(1)
     assert torch.allclose(bern, want_bern, atol=1e-4)
 
@@ -124,7 +123,7 @@ def data():
 @pytest.fixture(scope="module")
 def vae(tmp_path_factory, data):
     return aekit.train("vae", data="mnist-5k", splits=data, hidden=(128,), latent_dim=8, epochs=2, batch_size=64,
-                       out=tmp_path_factory.mktemp("vae"), progress=False, log=None)
+                       out=tmp_path_factory.mktemp("vae"), progress=False, log=None).model
 
 
 def test_the_fast_conv_decoding_gives_the_plain_estimate_and_leaves_the_model_as_it_was(data):
@@ -138,7 +137,7 @@ def test_the_fast_conv_decoding_gives_the_plain_estimate_and_leaves_the_model_as
     decode, chunk = iw_decoding(model)
     assert decode != model.decode and chunk < 2048
     images = data.test.images[:6]
-    ll = log_likelihood_fn("bernoulli", 0.1)
+    ll = log_likelihood_fn(BERNOULLI)
     k = 2100  # K >= both chunk sizes: one image per pass either way, so both draw the same samples
     plain, _ = importance_weighted_log_likelihood(model.encode, model.decode, ll, images, k, seed=1)
     fast, _ = importance_weighted_log_likelihood(model.encode, decode, ll, images, k, chunk_size=chunk, seed=1)
@@ -154,7 +153,7 @@ def test_iw_nll_is_below_the_negative_elbo_and_falls_with_k(vae, data):
     nll = {}
     for k in (1, 10, 100):
         log_px, elbo = importance_weighted_log_likelihood(
-            vae.encode, vae.decode, log_likelihood_fn("bernoulli", 0.1), images, k, seed=3
+            vae.encode, vae.decode, log_likelihood_fn(BERNOULLI), images, k, seed=3
         )
         nll[k] = float(-log_px.mean())
     neg_elbo = float(-elbo.mean())
@@ -162,7 +161,7 @@ def test_iw_nll_is_below_the_negative_elbo_and_falls_with_k(vae, data):
     assert nll[10] < neg_elbo and nll[100] < neg_elbo - 1.0  # a clearly tighter bound
     assert abs(nll[1] - neg_elbo) < 3.0  # K = 1 is an (unbiased, noisier) ELBO estimate
 
-    m = variational_metrics(vae, images, iw_samples=20, chunk_size=64)
+    m = variational_metrics(vae, BERNOULLI, images, iw_samples=20, chunk_size=64)
     assert m["iw_nll_nats"] < m["neg_elbo_nats"]
     assert m["iw_nll_bits_per_dim"] == pytest.approx(m["iw_nll_nats"] / (784 * math.log(2)))
     assert "BCE" in m["likelihood_note"] and len(m["kl_per_dim_nats"]) == 8
@@ -171,12 +170,12 @@ def test_iw_nll_is_below_the_negative_elbo_and_falls_with_k(vae, data):
 
 def test_active_units_count_drops_by_the_dimensions_made_dead(vae, data):
     images = data.test.images[:300]
-    before = variational_metrics(vae, images, iw_samples=2)
+    before = variational_metrics(vae, BERNOULLI, images, iw_samples=2)
     dead = [0, 3, 5]
     broken = copy.deepcopy(vae)
     with torch.no_grad():
         broken.head.mean.weight[dead] = 0.0  # posterior mean of these units: the bias, whatever x is
-    after = variational_metrics(broken, images, iw_samples=2)
+    after = variational_metrics(broken, BERNOULLI, images, iw_samples=2)
     was_active = [before["posterior_mean_variance"][j] > 0.01 for j in dead]
     assert sum(was_active) >= 2  # the test means something
     assert after["active_units"] == before["active_units"] - sum(was_active)

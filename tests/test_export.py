@@ -34,11 +34,11 @@ def test_onnx_runtime_matches_pytorch(tmp_path, family, arch, hidden, shape):
     torch.manual_seed(0)
     config = aekit.preset(family, arch=arch, hidden=hidden, latent_dim=6)
     c, h, w = shape
-    model = aekit.Autoencoder(dataclasses.replace(config.model, channels=c, height=h, width=w))
-    model.run_config = config
+    config.model = dataclasses.replace(config.model, channels=c, height=h, width=w)
+    model = aekit.Autoencoder(config.model)
     for p in model.parameters():  # larger weights than the init, so a mismatch would show
         p.data.mul_(2.0)
-    export_onnx(model.eval(), tmp_path)
+    export_onnx(aekit.Run(model.eval(), config), tmp_path)
     encoder, decoder = session(tmp_path / "encoder.onnx"), session(tmp_path / "decoder.onnx")
     rng = np.random.default_rng(0)
     for n in (1, 37):
@@ -91,7 +91,7 @@ def test_aekit_export_end_to_end(run_dir, tmp_path, capsys):
     assert f"output            {out}" in capsys.readouterr().out
     assert sorted(p.name for p in out.iterdir()) == ["decoder.onnx", "encoder.onnx", "preprocessing.json"]
     # following preprocessing.json by hand (uint8 / 255) gives aekit's own codes and reconstructions
-    model = aekit.load(run_dir)
+    model = aekit.load(run_dir).model
     images = aekit.load_dataset("mnist-5k", progress=False).test.images[:37]
     x = images.numpy().astype(np.float32) / 255
     (codes,) = session(out / "encoder.onnx").run(None, {"images": x})

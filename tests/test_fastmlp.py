@@ -12,12 +12,17 @@ import torch
 
 import aekit
 from aekit.core.config import preset
-from aekit.training.distributed import World
-from aekit.training.fastmlp import MLPStep, unsupported
+from aekit.core.likelihoods import register_likelihood, unregister_likelihood
 from aekit.core.model import Autoencoder
-from aekit.core.objectives import draw_noise, loss_with_noise
-from aekit.training.loop import TERMS, TrainStep, make_optimizer
+from aekit.core.objectives import TERMS, draw_noise, loss_with_noise
+from aekit.training.distributed import World
+from aekit.training.fastmlp import MLPStep, supports
+from aekit.training.steps import make_optimizer, make_step
 
+
+def step_for(model, config, *, n_train: int = 100, optimizer=None):
+    """The step the trainer would take for ``model`` on ``n_train`` images (one CPU process)."""
+    return make_step(model, optimizer or make_optimizer(model, config), config, n_train, world=World(), log=print)
 
 
 def _small(config):
@@ -116,9 +121,9 @@ def test_steps_and_optimizer_state_equal_autograd_with_adam(grad_clip):
     config, model, _, _ = _setup("sae", hidden=(24, 12))
     config = dataclasses.replace(config, train=dataclasses.replace(config.train, grad_clip=grad_clip, lr=3e-3))
     auto_model = copy.deepcopy(model)
-    fast_step = TrainStep(model, make_optimizer(model, config), config, use_compile=False, log=print)
+    fast_step = step_for(model, config)
     auto_config = dataclasses.replace(config, train=dataclasses.replace(config.train, fast_step="off"))
-    auto_step = TrainStep(auto_model, make_optimizer(auto_model, auto_config), auto_config, use_compile=False, log=print)
+    auto_step = step_for(auto_model, auto_config)
     assert fast_step.fast is not None and auto_step.fast is None
     data = torch.rand(11 * 16, 1, 10, 10, generator=torch.Generator().manual_seed(1))
     gen_fast, gen_auto = torch.Generator().manual_seed(2), torch.Generator().manual_seed(2)
@@ -134,7 +139,7 @@ def test_steps_and_optimizer_state_equal_autograd_with_adam(grad_clip):
 
 def test_a_diverged_step_changes_no_weight():
     config, model, x, noise = _setup("ae")
-    step = TrainStep(model, make_optimizer(model, config), config, use_compile=False, log=print)
+    step = step_for(model, config)
     before = copy.deepcopy(model.state_dict())
     with pytest.raises(aekit.AekitError, match="diverged"):
         step(torch.full_like(x, float("nan")), torch.Generator(), 0)
@@ -145,20 +150,71 @@ def test_a_diverged_step_changes_no_weight():
 def test_the_trainer_takes_the_fast_step_only_where_it_applies():
     config, model, _, _ = _setup("vae")
     opt = make_optimizer(model, config)
-    assert TrainStep(model, opt, config, use_compile=False, log=print).fast is not None
-    assert TrainStep(model, opt, config, use_compile=True, log=print).fast is not None  # auto: never compiles it
+    assert step_for(model, config, optimizer=opt).fast is not None
+    long_run = step_for(model, config, optimizer=opt, n_train=10**8)  # long enough for --compile auto to compile ...
+    assert long_run.fast is not None and not long_run.compiled  # ... autograd, which the fast step replaces
     for train in ({"fast_step": "off"}, {"compile": "on"}):
         other = dataclasses.replace(config, train=dataclasses.replace(config.train, **train))
-        assert TrainStep(model, opt, other, use_compile=False, log=print).fast is None
+        assert step_for(model, other, optimizer=opt).fast is None
     iwae = dataclasses.replace(config, objective=dataclasses.replace(config.objective, importance_samples=3))
-    assert TrainStep(model, opt, iwae, use_compile=False, log=print).fast is None  # the step knows the ELBO only
+    assert step_for(model, iwae, optimizer=opt).fast is None  # the step knows the ELBO only
+    assert supports(model, iwae.objective) == "importance_samples 3"
     conv = Autoencoder(_small(preset("vae", arch="conv", hidden=(4, 8), latent_dim=4)).model)
-    assert unsupported(conv) == "the conv backbone"
+    assert supports(conv, config.objective) == "arch 'conv'"
     gelu = Autoencoder(_small(preset("ae", activation="gelu", hidden=(8,))).model)
-    assert unsupported(gelu) == "the gelu activation"
+    assert supports(gelu, config.objective) == "activation 'gelu'"
     double = copy.deepcopy(model).double()
-    assert unsupported(double) is not None
+    assert supports(double, config.objective) is not None
     assert World().size == 1
+
+
+@pytest.fixture
+def laplace():
+    """A likelihood the hand-written step does not implement, registered for one test."""
+    register_likelihood("laplace", lambda logits, x, scale: (x - torch.sigmoid(logits)).abs() / scale)
+    yield "laplace"
+    unregister_likelihood("laplace")
+
+
+def test_an_objective_the_fast_step_does_not_know_trains_by_autograd(laplace, tmp_path):
+    config, model, x, noise = _setup("vae", likelihood=laplace)
+    assert supports(model, config.objective) == "likelihood 'laplace'"
+    step = step_for(model, config)
+    assert step.fast is None  # fails closed: autograd, never the step's Gaussian branch
+    noise = draw_noise(x, config.objective, 6, True, torch.Generator().manual_seed(5))
+    want = loss_with_noise(copy.deepcopy(model), x, noise, config.objective)["loss"].item()  # the laplace loss
+    got = step(x, torch.Generator().manual_seed(5), 0)[0].item()  # the same noise, before the update
+    assert got == pytest.approx(want, rel=1e-6)
+    gaussian = dataclasses.replace(config.objective, likelihood="gaussian")
+    assert abs(want - loss_with_noise(copy.deepcopy(model), x, noise, gaussian)["loss"].item()) > 1.0
+    digits = aekit.load_dataset("mnist-5k")
+    splits = aekit.Splits(digits.train.subset(torch.arange(1000)), digits.test.subset(torch.arange(200)))
+    run = aekit.train("vae", out=tmp_path / "run", splits=splits, likelihood=laplace, gaussian_std=0.1,
+                      hidden=(64,), latent_dim=4, epochs=3, batch_size=50, progress=False, log=None)
+    assert [row["fast_step"] for row in run.history] == [False, False, False]
+    losses = [row["test_loss"] for row in run.history]
+    assert losses == sorted(losses, reverse=True) and losses[-1] < 0.95 * losses[0]  # it learns
+
+
+def test_re_registering_a_built_in_likelihood_also_fails_closed(tmp_path):
+    config, model, _, _ = _setup("vae")
+    register_likelihood("bernoulli", lambda logits, x, scale: (x - torch.sigmoid(logits)).pow(2))
+    try:
+        assert supports(model, config.objective) == "the bernoulli likelihood as registered now"
+        assert step_for(model, config).fast is None
+    finally:
+        unregister_likelihood("bernoulli")
+    assert supports(model, config.objective) is None
+
+
+def test_an_option_the_fast_step_has_not_declared_fails_closed(monkeypatch):
+    from aekit.training import fastmlp
+
+    config, model, _, _ = _setup("ae")
+    fields = dict(fastmlp.OBJECTIVE_FIELDS)
+    del fields["salt_pepper"]  # as if salt_pepper had been added to the objective after the step was written
+    monkeypatch.setattr(fastmlp, "OBJECTIVE_FIELDS", fields)
+    assert supports(model, config.objective) == "the option salt_pepper"
 
 
 def test_runs_record_which_step_trained_them(tmp_path):

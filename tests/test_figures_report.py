@@ -167,17 +167,39 @@ def test_report_refreshes_stale_metrics_and_escapes_paths(tmp_path, capsys):
     assert second["reconstruction"] != first["reconstruction"]
 
 
+def test_metrics_stay_current_while_the_weights_are_the_same_whatever_the_file_times(tmp_path):
+    import os
+    import shutil
+
+    from aekit.evaluate import ensure_metrics
+    from aekit.metrics.store import read_metrics
+
+    data = aekit.load_dataset("mnist-5k", progress=False)
+    small = aekit.Splits(data.train, data.test.subset(torch.arange(100)))
+    aekit.train("ae", splits=small, hidden=(16,), latent_dim=2, epochs=1, out=tmp_path / "run", progress=False, log=None)
+    metrics = ensure_metrics(tmp_path / "run", splits=small, progress=False)
+    copy = tmp_path / "copy"
+    shutil.copytree(tmp_path / "run", copy)  # new file times; metrics.json now older than the weights
+    os.utime(copy / "metrics.json", ns=(1, 1))
+    assert read_metrics(copy) == metrics  # the same weights: still current
+    weights = bytearray((copy / "model.safetensors").read_bytes())
+    weights[-1] ^= 1  # other weights, even with an older file time
+    (copy / "model.safetensors").write_bytes(bytes(weights))
+    os.utime(copy / "model.safetensors", ns=(1, 1))
+    assert read_metrics(copy) is None
+
+
 def test_figures_of_a_vae_without_labels(tmp_path):
     data = aekit.load_dataset("mnist-5k", progress=False)
     unlabelled = aekit.Splits(
         aekit.ImageSet(data.train.images[:500], None, "x"), aekit.ImageSet(data.test.images[:100], None, "y")
     )
-    model = aekit.train("vae", splits=unlabelled, hidden=(32,), latent_dim=3, epochs=1, out=tmp_path / "run",
-                        progress=False, log=None)
-    metrics = aekit.evaluate(model, unlabelled, iw_samples=4)
+    run = aekit.train("vae", splits=unlabelled, hidden=(32,), latent_dim=3, epochs=1, out=tmp_path / "run",
+                      progress=False, log=None)
+    metrics = aekit.evaluate(run, unlabelled, iw_samples=4)
     assert "representation" not in metrics and "generation" not in metrics
     assert "labels" in metrics["skipped"]["representation"]
-    index = make_figures(model, unlabelled, tmp_path / "figs", metrics=metrics)
+    index = make_figures(run, unlabelled, tmp_path / "figs", metrics=metrics)
     assert {e["file"] for e in index} >= {"latent.png", "samples.png", "kl_per_dim.png"}
     for entry in index:
         assert (tmp_path / "figs" / entry["file"]).stat().st_size > 1000 and entry["caption"]

@@ -94,7 +94,7 @@ def test_iwae_loss_is_the_importance_weighted_bound_of_the_drawn_samples(beta):
 
 
 def test_iwae_bound_rises_towards_the_evaluators_log_likelihood_as_k_grows():
-    from aekit.evaluate import importance_weighted_log_likelihood, log_likelihood_fn
+    from aekit.metrics.likelihood import importance_weighted_log_likelihood, log_likelihood_fn
 
     model, _, x = _iwae_setup(1)
     with torch.no_grad():
@@ -102,7 +102,7 @@ def test_iwae_bound_rises_towards_the_evaluators_log_likelihood_as_k_grows():
             objective = dataclasses.replace(_iwae_setup(k)[1], importance_samples=k)
             return objectives.loss_terms(model, x, objective, torch.Generator().manual_seed(seed))["loss"].item()
         one, five, many = (sum(bound(k, s) for s in range(20)) / 20 for k in (1, 5, 500))
-        log_px, _ = importance_weighted_log_likelihood(model.encode, model.decode, log_likelihood_fn("bernoulli", 1.0),
+        log_px, _ = importance_weighted_log_likelihood(model.encode, model.decode, log_likelihood_fn(ObjectiveConfig(likelihood="bernoulli")),
                                                        x, 2000, seed=0)
     assert one > five > many  # minus the bound falls as K grows ...
     assert abs(many - (-log_px.mean().item())) < 0.05  # ... to minus the evaluator's IW log-likelihood
@@ -215,7 +215,7 @@ def test_blind_noise_draws_one_std_per_image_in_the_range():
 def test_gaussian_likelihood_is_a_scaled_squared_error():
     logits = torch.zeros(2, 1, 2, 2)  # mean 0.5
     target = torch.ones(2, 1, 2, 2)
-    nll = objectives.reconstruction_nll(logits, target, "gaussian", 0.5)
+    nll = objectives.reconstruction_nll(logits, target, ObjectiveConfig(likelihood="gaussian", gaussian_std=0.5))
     expected = Normal(0.5, 0.5).log_prob(torch.tensor(1.0)).neg() * 4
     torch.testing.assert_close(nll, expected.expand(2))
 

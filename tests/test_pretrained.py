@@ -30,17 +30,17 @@ def test_available_lists_the_eight_models():
 @pytest.mark.parametrize("name", NAMES)
 def test_each_model_loads_and_reproduces_its_check_metrics(name):
     """Cheap and always offline: the card's metrics on the embedded mnist-5k test split recompute."""
-    model = aekit.pretrained(name)
-    card = model.card
-    assert model.pretrained == name and card["name"] == name and not model.training
+    run = aekit.pretrained(name)
+    model, card = run.model, run.card
+    assert run.name == name and run.label == name and card["name"] == name and not model.training
     family, dataset = card["family"], card["data"]["name"]
-    assert model.run_config.family == family and model.run_config.data.data == dataset
+    assert run.config.family == family and run.config.data.data == dataset
     assert model.config.hidden == tuple(card["options"]["hidden"])
     assert model.config.latent_dim == card["options"]["latent_dim"]
-    assert card["seed"] == model.run_config.train.seed and "bench/make_pretrained.py" in card["command"]
+    assert card["seed"] == run.config.train.seed and "bench/make_pretrained.py" in card["command"]
     check = aekit.load_dataset("mnist-5k", progress=False).test.images
     want = {k: v for k, v in card["check"].items() if k not in ("data", "split")}
-    assert_close_metrics(aekit.pretrained.measure(model, check), want)
+    assert_close_metrics(aekit.pretrained.measure(run, check), want)
 
 
 @pytest.mark.parametrize("dataset", ["mnist", "fashion-mnist"])
@@ -49,9 +49,9 @@ def test_test_metrics_recompute_on_the_real_test_split(shared_data, dataset):
     test = load_images(dataset, data_dir=shared_data, download=False, progress=False)
     assert len(test) == 10_000
     for family in ("ae", "dae", "sae", "vae"):
-        model = aekit.pretrained(f"{dataset}-{family}")
-        want = {k: v for k, v in model.card["metrics"].items() if k not in ("data", "split")}
-        assert_close_metrics(aekit.pretrained.measure(model, test.images), want)
+        run = aekit.pretrained(f"{dataset}-{family}")
+        want = {k: v for k, v in run.card["metrics"].items() if k not in ("data", "split")}
+        assert_close_metrics(aekit.pretrained.measure(run, test.images), want)
 
 
 def test_the_families_behave_as_their_cards_say():

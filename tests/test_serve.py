@@ -38,8 +38,8 @@ def vae():
 def ae2(tmp_path_factory):
     """A tiny AE with a 2-D latent (the map is the latent itself)."""
     out = tmp_path_factory.mktemp("serve") / "ae2"
-    model = aekit.train("ae", data="mnist-5k", latent_dim=2, hidden=(32,), epochs=1, out=out, progress=False)
-    return make_explorer(model, limit=N_MAP)
+    run = aekit.train("ae", data="mnist-5k", latent_dim=2, hidden=(32,), epochs=1, out=out, progress=False)
+    return make_explorer(run, limit=N_MAP)
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,6 @@ from aekit.data import ImageSet, Splits
 from aekit.sklearn import AutoencoderTransformer
 from aekit.training.loop import evaluate_losses
 
-
 # Tiny on purpose: check_estimator fits ~50 times on 20-30 rows, so one batch per epoch.
 TINY = {"latent_dim": 2, "hidden": (4,), "epochs": 1, "batch_size": 64, "random_state": 0}
 
@@ -72,18 +71,27 @@ def test_clone_gives_an_unfitted_copy_with_equal_params(digits):
     assert est.latent_dim == 3 and copy.fit(X).transform(X).shape == (100, 5)
 
 
-def test_the_model_is_exactly_aekit_train_with_the_same_seed(digits, tmp_path):
+@pytest.mark.parametrize("extra", [
+    {},
+    # options the estimator gained when its parameters became generated from the config
+    {"binarize": "static", "lr_schedule": "cosine", "grad_clip": 5.0, "importance_samples": 2, "activation": "elu"},
+])
+def test_the_model_is_exactly_aekit_train_with_the_same_seed(digits, tmp_path, extra):
     """fit reuses aekit.train: same seed, same images -> the same weights, codes and test losses."""
     X = digits[0][:300]
-    options = {"latent_dim": 4, "hidden": (16,), "epochs": 2, "batch_size": 32}
+    options = {"latent_dim": 4, "hidden": (16,), "epochs": 2, "batch_size": 32, **extra}
     est = AutoencoderTransformer("vae", random_state=7, **options).fit(X)
     images = torch.from_numpy(X).reshape(-1, 1, 28, 28)
     splits = Splits(ImageSet(images, None, "train"), ImageSet(images[:10], None, "test"))
     ref = aekit.train("vae", out=tmp_path / "run", splits=splits, progress=False, log=None, seed=7, **options)
-    for name, tensor in ref.state_dict().items():
+    for part in ("model", "objective", "train"):
+        assert getattr(est.run_config_, part) == getattr(ref.config, part)
+    assert est.run_config_.data.binarize == ref.config.data.binarize == extra.get("binarize", "none")
+    for name, tensor in ref.model.state_dict().items():
         assert torch.equal(tensor, est.model_.state_dict()[name]), name
-    np.testing.assert_array_equal(est.transform(X), ref.embed(images).numpy())
-    assert est.score(X) == pytest.approx(-evaluate_losses(ref, images, ref.run_config)["loss"], rel=1e-6)
+    np.testing.assert_array_equal(est.transform(X), ref.model.embed(images).numpy())
+    test_loss = evaluate_losses(ref.model, ImageSet(images, None, "x"), ref.config)["loss"]
+    assert est.score(X) == pytest.approx(-test_loss, rel=1e-6)
     assert len(est.loss_curve_) == 2 and est.loss_curve_[1] < est.loss_curve_[0]
 
 
@@ -139,12 +147,26 @@ def test_four_d_images_and_image_shape(digits):
     assert conv.transform(images[:3]).shape == (3, 2)
 
 
+def test_options_left_at_none_take_the_familys_preset(digits):
+    X = digits[0][:64]
+    sae = AutoencoderTransformer("sae", **TINY).fit(X)
+    assert sae.code_scale is None and sae.run_config_.model.code_scale == pytest.approx(20.0)  # 1 / rho
+    assert sae.run_config_.objective.sparsity == "kl" and sae.run_config_.objective.sparsity_weight == 10.0
+    dae = AutoencoderTransformer("dae", **TINY, mask_prob=0.1).fit(X)
+    assert dae.run_config_.objective.noise_std == 0.5 and dae.run_config_.objective.mask_prob == 0.1
+    assert dae.run_config_.model.hidden == (4,) and dae.run_config_.train.compile == "auto"
+
+
 def test_bad_hyperparameters_raise_aekit_errors_from_fit(digits):
     est = AutoencoderTransformer("gan", **TINY)  # __init__ only stores
     with pytest.raises(aekit.AekitError, match="family must be one of"):
         est.fit(digits[0][:10])
     with pytest.raises(aekit.AekitError, match="latent_dim"):
         AutoencoderTransformer(**{**TINY, "latent_dim": 0}).fit(digits[0][:10])
+    with pytest.raises(aekit.AekitError, match=r"lr must be > 0 and <= 10 \(got inf\)"):
+        AutoencoderTransformer(**TINY, lr=float("inf")).fit(digits[0][:10])
+    with pytest.raises(TypeError, match="seed"):  # random_state is the seed; options the estimator lacks are refused
+        AutoencoderTransformer(**TINY, seed=3)
 
 
 def test_a_fitted_estimator_pickles_and_scores(digits):

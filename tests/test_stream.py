@@ -30,8 +30,9 @@ def digits_npy(digits, tmp_path_factory):
     return path
 
 
-def weights_equal(a: aekit.Autoencoder, b: aekit.Autoencoder) -> bool:
-    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+def weights_equal(a: aekit.Run, b: aekit.Run) -> bool:
+    pairs = zip(a.model.state_dict().values(), b.model.state_dict().values(), strict=True)
+    return all(torch.equal(x, y) for x, y in pairs)
 
 
 def test_a_memory_mapped_array_trains_exactly_as_in_memory(digits_npy, tmp_path, capsys):

@@ -18,7 +18,7 @@ def mnist5k():
 
 def test_loss_falls_over_a_few_steps_on_mnist5k(mnist5k, tmp_path):
     for family in ("ae", "dae", "sae", "vae"):
-        model = aekit.train(family, out=tmp_path / family, epochs=3, **FAST, splits=mnist5k)
+        run = aekit.train(family, out=tmp_path / family, epochs=3, **FAST, splits=mnist5k)
         rows = ckpt.read_jsonl(tmp_path / family / "metrics.jsonl")
         assert [r["epoch"] for r in rows] == [1, 2, 3]
         # 60 steps of a tiny model: every epoch lowers the test loss, and training loses > 5 nats per image
@@ -28,18 +28,18 @@ def test_loss_falls_over_a_few_steps_on_mnist5k(mnist5k, tmp_path):
         assert all(r["epoch_seconds"] > 0 for r in rows)
         if family == "vae":
             assert rows[-1]["test_kl"] > 0
-        assert model.run_dir == tmp_path / family
+        assert run.path == tmp_path / family and run.history == rows and run.epoch == 3
 
 
 def test_save_then_load_gives_identical_outputs(mnist5k, tmp_path):
-    model = aekit.train("vae", out=tmp_path / "run", epochs=1, **FAST, splits=mnist5k)
+    run = aekit.train("vae", out=tmp_path / "run", epochs=1, **FAST, splits=mnist5k)
     again = aekit.load(tmp_path / "run")
     x = mnist5k.test.images[:50]
-    assert torch.equal(model.embed(x), again.embed(x))
-    assert torch.equal(model.reconstruct(x), again.reconstruct(x))
-    assert torch.equal(model.sample(5, seed=1), again.sample(5, seed=1))
-    assert again.run_config == model.run_config
-    assert again.epoch == 1
+    assert torch.equal(run.model.embed(x), again.model.embed(x))
+    assert torch.equal(run.model.reconstruct(x), again.model.reconstruct(x))
+    assert torch.equal(run.model.sample(5, seed=1), again.model.sample(5, seed=1))
+    assert again.config == run.config
+    assert again.epoch == 1 and again.history == run.history
 
 
 def test_resume_equals_an_uninterrupted_run(mnist5k, tmp_path):
@@ -49,7 +49,7 @@ def test_resume_equals_an_uninterrupted_run(mnist5k, tmp_path):
         aekit.train(family, out=tmp_path / f"{family}-part", epochs=1, **FAST, splits=mnist5k)
         resumed = aekit.train(out=tmp_path / f"{family}-part", resume=True, epochs=3,
                               progress=False, log=None, splits=mnist5k)
-        for (name, a), (_, b) in zip(full.state_dict().items(), resumed.state_dict().items(), strict=True):
+        for (name, a), (_, b) in zip(full.model.state_dict().items(), resumed.model.state_dict().items(), strict=True):
             assert torch.equal(a, b), (family, name)
         rows = ckpt.read_jsonl(tmp_path / f"{family}-part" / "metrics.jsonl")
         assert [r["epoch"] for r in rows] == [1, 2, 3]
@@ -60,8 +60,8 @@ def test_runs_are_reproducible_from_the_seed(mnist5k, tmp_path):
     b = aekit.train("sae", out=tmp_path / "b", epochs=1, seed=7, **FAST, splits=mnist5k)
     c = aekit.train("sae", out=tmp_path / "c", epochs=1, seed=8, **FAST, splits=mnist5k)
     x = mnist5k.test.images[:20]
-    assert torch.equal(a.embed(x), b.embed(x))
-    assert not torch.equal(a.embed(x), c.embed(x))
+    assert torch.equal(a.model.embed(x), b.model.embed(x))
+    assert not torch.equal(a.model.embed(x), c.model.embed(x))
 
 
 def test_an_existing_run_is_not_overwritten(mnist5k, tmp_path):
@@ -88,8 +88,10 @@ def test_resume_refuses_changes_other_than_epochs(mnist5k, tmp_path):
 
 
 def test_divergence_stops_with_the_step_and_term_and_writes_no_bad_weights(mnist5k, tmp_path):
+    config = aekit.preset("ae", epochs=2, hidden=(64,), latent_dim=8, batch_size=200)
+    config.train.lr = 1e12  # past lr's range (0, 10]: the quickest way to a diverging run
     with pytest.raises(AekitError, match=r"diverged at step \d+: the \w+ term is (nan|inf)"):
-        aekit.train("ae", out=tmp_path / "run", epochs=2, lr=1e12, **FAST, splits=mnist5k)
+        aekit.train(config, out=tmp_path / "run", splits=mnist5k, progress=False, log=None)
     assert not (tmp_path / "run" / "model.safetensors").exists()  # nothing non-finite was saved
     assert (tmp_path / "run" / "config.json").exists()
 
@@ -111,7 +113,7 @@ def test_progress_false_is_silent(mnist5k, tmp_path, capsys):
 
 
 def test_dynamic_binarization_trains_on_fresh_binary_samples_and_tests_on_one_fixed_one(mnist5k, tmp_path, monkeypatch):
-    from aekit.training.loop import TrainStep
+    from aekit.training.steps import TrainStep
 
     seen = []
     original = TrainStep.__call__
@@ -138,7 +140,7 @@ def test_dynamic_binarization_trains_on_fresh_binary_samples_and_tests_on_one_fi
     test_b = load_run_splits(other, progress=False).test.images
     assert torch.equal(test_a, test_b)
     assert set(test_a.unique().tolist()) == {0, 255}
-    assert aekit.load(tmp_path / "a").run_config.data.binarize == "dynamic"
+    assert aekit.load(tmp_path / "a").config.data.binarize == "dynamic"
 
 
 def test_static_binarization_fixes_both_sets_and_leaves_binary_images_alone(mnist5k):
@@ -157,7 +159,7 @@ def test_static_binarization_fixes_both_sets_and_leaves_binary_images_alone(mnis
 
 def test_the_cosine_schedule_falls_from_lr_to_zero_and_every_step_runs_at_its_rate(mnist5k, tmp_path, monkeypatch):
     from aekit.core.config import TrainConfig
-    from aekit.training.loop import TrainStep, learning_rate_schedule
+    from aekit.training.steps import TrainStep, learning_rate_schedule
 
     assert learning_rate_schedule(TrainConfig(lr=0.1), 10) is None  # constant: the optimizer's own lr
     cosine = learning_rate_schedule(TrainConfig(lr=0.1, epochs=2, lr_schedule="cosine"), 10)
@@ -182,7 +184,7 @@ def test_init_from_starts_from_another_runs_weights(mnist5k, tmp_path):
     # a vanishing learning rate: the fine-tuned weights are the source's, not a fresh initialisation
     tuned = aekit.train("vae", out=tmp_path / "tuned", epochs=1, lr=1e-12, init_from=tmp_path / "source",
                         **FAST, splits=mnist5k)
-    for (name, a), (_, b) in zip(source.state_dict().items(), tuned.state_dict().items(), strict=True):
+    for (name, a), (_, b) in zip(source.model.state_dict().items(), tuned.model.state_dict().items(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)
     aekit.train("vae", out=tmp_path / "fresh", epochs=1, **FAST, splits=mnist5k)
     curves = {run: ckpt.read_jsonl(tmp_path / run / "metrics.jsonl") for run in ("source", "tuned", "fresh")}

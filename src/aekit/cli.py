@@ -8,10 +8,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+import types
+import typing
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
-from .core.config import ARCHS, FAMILIES
+from .core.config import FAMILIES
+from .cpu import tune_cpu
 from .errors import AekitError, Interrupted, ReportedElsewhere
 
 EXAMPLES = """examples:
@@ -50,12 +54,35 @@ def _size(text: str) -> tuple[int, int]:
     return values  # type: ignore[return-value]
 
 
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    return value
+def _value_parser(hint: Any) -> Callable[[str], Any]:
+    """How a flag reads the value of an option of type ``hint``: ``int``, ``float``, ``str``, ``512,256``, ``32,32``."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):  # X | None: the flag's absence is None
+        hint = next(h for h in typing.get_args(hint) if h is not type(None))
+    if typing.get_origin(hint) is tuple:
+        return _int_list if typing.get_args(hint)[-1] is Ellipsis else _size
+    return hint
+
+
+def _add_option_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per config option (``--noise-std`` for ``noise_std``), generated from its declaration in
+    :mod:`aekit.core.config`, in a group per part. Every default is None: the family's preset decides."""
+    from .core.config import options
+
+    titles = {"data": "data", "model": "model", "objective": "objective", "train": "training"}
+    groups: dict[str, Any] = {}
+    for opt in options():
+        if opt.part not in groups:
+            groups[opt.part] = parser.add_argument_group(f"{titles[opt.part]} options")
+        allowed = opt.allowed()
+        kwargs: dict[str, Any] = {"type": _value_parser(opt.type), "default": None,
+                                  "help": opt.describe().replace("%", "%%")}
+        if allowed is not None and all(isinstance(v, str) for v in allowed):
+            kwargs["choices"] = allowed  # names: argparse refuses others; numbers are the config's to check
+        elif allowed is not None:
+            kwargs["metavar"] = "{" + ",".join(map(str, allowed)) + "}"
+        if opt.metavar is not None:
+            kwargs["metavar"] = opt.metavar
+        groups[opt.part].add_argument(opt.flag, **kwargs)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    from . import __version__
+    from ._version import __version__
 
     parser.add_argument("--version", action="version", version=f"aekit {__version__}")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
@@ -73,62 +100,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = verbs.add_parser("train", help="train a model and save a run folder")
     t.add_argument("--model", choices=FAMILIES, default=None, help="autoencoder family (default vae)")
-    t.add_argument("--arch", choices=ARCHS, default=None, help="backbone (default mlp)")
-    t.add_argument("--data", default=None,
-                   help="mnist-5k (embedded), mnist, fashion-mnist, an image folder or a .npy/.npz file (default mnist-5k)")
-    t.add_argument("--data-dir", default=None, help="root of named datasets (default $AEKIT_DATA or the user cache)")
-    t.add_argument("--channels", type=int, default=None,
-                   help="convert images to 1 (gray) or 3 (RGB) channels (default: as stored; folders: gray if all gray)")
-    t.add_argument("--image-size", type=_size, default=None, metavar="H,W",
-                   help="resize images to H,W (or one size for square); default: as stored")
-    t.add_argument("--test-split", type=_fraction, default=None, help="held-out fraction where the data has no test split (default 0.1)")
-    t.add_argument("--binarize", choices=("none", "static", "dynamic"), default=None,
-                   help="Bernoulli-sample the pixels: dynamic = afresh for each training batch, one fixed seeded "
-                        "sample of the test set (how MNIST likelihoods are reported); static = one fixed sample "
-                        "of each set (default none)")
-    t.add_argument("--latent-dim", type=int, default=None, help="latent size (default 32)")
-    t.add_argument("--hidden", type=_int_list, default=None, metavar="W1,W2",
-                   help="MLP layer widths (default 512,256) or conv channel widths (default 32,64,128)")
-    t.add_argument("--activation", default=None, choices=("relu", "leaky_relu", "elu", "gelu", "tanh"),
-                   help="hidden-layer nonlinearity (default relu)")
-    t.add_argument("--likelihood", choices=("bernoulli", "gaussian"), default=None,
-                   help="decoder likelihood (default bernoulli: BCE on logits)")
-    t.add_argument("--gaussian-std", type=float, default=None, help="std of the gaussian likelihood (default 0.1)")
-    t.add_argument("--beta", type=float, default=None, help="KL weight of a VAE (default 1)")
-    t.add_argument("--importance-samples", type=int, default=None, metavar="K",
-                   help="train a VAE on the importance-weighted (IWAE) bound with K samples per image (default 1: "
-                        "the ELBO); tighter and better likelihoods, about K times the decoder's cost")
-    t.add_argument("--noise-std", type=float, default=None,
-                   help="Gaussian input corruption (default 0.5 for dae, else 0)")
-    t.add_argument("--noise-std-min", type=float, default=None, metavar="STD",
-                   help="blind denoising: each image's noise std uniform in [STD, --noise-std] instead of fixed")
-    t.add_argument("--mask-prob", type=float, default=None, help="masking corruption: fraction of pixels zeroed")
-    t.add_argument("--salt-pepper", type=float, default=None, help="salt-and-pepper corruption: fraction of pixels")
-    t.add_argument("--sparsity", choices=("none", "l1", "kl"), default=None, help="sparsity penalty (default kl for sae)")
-    t.add_argument("--sparsity-weight", type=float, default=None, help="weight of the sparsity penalty (default 10 for sae, else 1)")
-    t.add_argument("--sparsity-target", type=float, default=None, help="target activation rho for kl sparsity (default 0.05)")
-    t.add_argument("--code-scale", type=float, default=None,
-                   help="the decoder reads code x this (default 1; an SAE with kl sparsity: 1/rho, so its input is O(1))")
-    t.add_argument("--epochs", type=int, default=None, help="passes over the training images (default 10)")
-    t.add_argument("--batch-size", type=int, default=None,
-                   help="images per optimisation step (default 128); under torchrun the global batch: each of N "
-                        "processes takes batch-size / N, so it must be a multiple of N")
-    t.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 1e-3)")
-    t.add_argument("--lr-schedule", choices=("constant", "cosine"), default=None,
-                   help="constant (default), or cosine: the learning rate falls from --lr to 0 over the run's steps")
-    t.add_argument("--init-from", default=None, metavar="RUN_DIR",
-                   help="start from the weights of this run folder (same model settings) instead of a fresh "
-                        "initialisation: fine-tuning, e.g. on another objective or dataset")
-    t.add_argument("--weight-decay", type=float, default=None, help="Adam L2 weight decay (default 0)")
-    t.add_argument("--grad-clip", type=float, default=None, help="clip the gradient norm (default 0: off)")
-    t.add_argument("--compile", choices=("auto", "on", "off"), default=None,
-                   help="torch.compile the loss; auto (default) compiles runs long enough to repay its ~40 s cost "
-                        "(never MLPs that take the fast step)")
-    t.add_argument("--fast-step", choices=("auto", "off"), default=None,
-                   help="auto (default): MLPs train by a hand-written forward and backward pass with the same "
-                        "gradients as autograd, about 1.3x faster; off: autograd")
-    t.add_argument("--seed", type=int, default=None,
-                   help="seeds initialisation, shuffling, noise and held-out splits: same seed, same run (default 0)")
     t.add_argument("--out", default=None, metavar="RUN_DIR", help="run folder (default a new runs/<model>-<arch>-<data>-<n>)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     t.add_argument("--force", action="store_true", help="replace a run already in --out")
@@ -142,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="train on the CPU or a GPU (default auto: this process's GPU when there is one); "
                         "under torchrun: gloo on CPUs, nccl on GPUs")
+    _add_option_flags(t)
 
     e = verbs.add_parser("encode", help="save the codes of images (posterior means for a VAE)")
     _run_and_input(e)
@@ -210,7 +182,8 @@ def _measure_parsers(verbs: argparse._SubParsersAction) -> None:
 def _measure(args: argparse.Namespace) -> None:
     log = None if args.quiet else _err
     if args.verb == "evaluate":
-        from .evaluate import IW_SAMPLES, evaluate_run, format_table
+        from .evaluate import IW_SAMPLES, evaluate_run
+        from .report.tables import format_table
 
         metrics = evaluate_run(
             args.run_dir, data=args.data, data_dir=args.data_dir, limit=args.limit, seed=args.seed or 0,
@@ -247,7 +220,7 @@ def _accept_pretrained(verbs: argparse._SubParsersAction) -> None:
     """Give every verb with a RUN positional a ``--pretrained NAME`` alternative; RUN becomes optional.
 
     Give RUN and INPUT side by side (``RUN INPUT --limit 5``): once RUN is optional, argparse cannot
-    split them around options. :func:`_load_model` checks that exactly one of the two was given.
+    split them around options. :func:`_load_run` checks that exactly one of the two was given.
     """
     from .pretrained import available
 
@@ -260,8 +233,8 @@ def _accept_pretrained(verbs: argparse._SubParsersAction) -> None:
                                help=f"a model shipped with aekit instead of RUN: {', '.join(available())}")
 
 
-def _load_model(args: argparse.Namespace):
-    """The model a verb works on: the run folder RUN, or the shipped model ``--pretrained NAME``."""
+def _load_run(args: argparse.Namespace):
+    """The run a verb works on: the run folder RUN, or the shipped model ``--pretrained NAME``."""
     run, name = getattr(args, "run", None), getattr(args, "pretrained", None)
     if run is not None and name is not None:
         raise AekitError(f"give a run folder or --pretrained {name}, not both")
@@ -271,33 +244,26 @@ def _load_model(args: argparse.Namespace):
         return load_pretrained(name)
     if run is None:
         raise AekitError(f"{args.verb} needs a run folder (RUN) or --pretrained NAME")
-    from .run import load
+    from .run import Run
 
-    return load(run)
+    return Run.load(run)
 
 
 def _train(args: argparse.Namespace) -> None:
-    from .training.loop import train
+    from .api import train
+    from .core.config import options
 
-    options = {
-        name: getattr(args, name)
-        for name in (
-            "arch", "data", "data_dir", "channels", "image_size", "test_split", "binarize", "latent_dim", "hidden",
-            "activation", "likelihood", "gaussian_std", "beta", "importance_samples", "noise_std", "noise_std_min", "mask_prob", "salt_pepper",
-            "sparsity", "sparsity_weight", "sparsity_target", "code_scale", "epochs", "batch_size", "lr", "weight_decay", "seed",
-            "grad_clip", "compile", "fast_step", "lr_schedule", "init_from",
-        )
-    }
-    model = train(args.model, out=args.out, resume=args.resume, force=args.force,
-                  progress=not args.quiet, log=None if args.quiet else _err, stream=args.stream or None,
-                  workers=args.workers, device=args.device, **options)
+    config_options = {opt.name: getattr(args, opt.name) for opt in options()}
+    run = train(args.model, out=args.out, resume=args.resume, force=args.force,
+                progress=not args.quiet, log=None if args.quiet else _err, stream=args.stream or None,
+                workers=args.workers, device=args.device, **config_options)
     if not _is_main():  # under torchrun, rank 0 speaks and writes
         return
-    print(f"run folder: {model.run_dir}")
+    print(f"run folder: {run.path}")
     if args.report:
         from .report.html import report
 
-        print(f"report: {report(model.run_dir, progress=not args.quiet, log=None if args.quiet else _err)}")
+        print(f"report: {report(run.path, progress=not args.quiet, log=None if args.quiet else _err)}")
 
 
 DISTRIBUTED_VERBS = ("train", "evaluate")
@@ -341,6 +307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exit_:  # --help, --version, or a usage error already printed as one line
         return int(exit_.code or 0)
     try:
+        tune_cpu()  # the whole process: flush-to-zero in every thread, the allocator's thresholds (aekit.cpu)
         _check_processes(args)
         if args.verb == "train":
             _train(args)
@@ -350,31 +317,31 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         from . import tasks
 
-        model = _load_model(args)
+        run = _load_run(args)
         if args.verb == "info":
-            print(tasks.describe(model))
+            print(tasks.describe(run))
         elif args.verb == "encode":
-            _print_result(tasks.encode(model, args.input, args.output, limit=args.limit, data_dir=args.data_dir))
+            _print_result(tasks.encode(run, args.input, args.output, limit=args.limit, data_dir=args.data_dir))
         elif args.verb == "reconstruct":
-            _print_result(tasks.reconstruct(model, args.input, args.output, limit=args.limit, data_dir=args.data_dir))
+            _print_result(tasks.reconstruct(run, args.input, args.output, limit=args.limit, data_dir=args.data_dir))
         elif args.verb == "denoise":
-            noise = args.noise_std if args.noise_std is not None else (model.run_config.objective.noise_std or 0.5)
-            _print_result(tasks.denoise(model, args.input, args.output, noise_std=noise, seed=args.seed,
+            noise = args.noise_std if args.noise_std is not None else (run.config.objective.noise_std or 0.5)
+            _print_result(tasks.denoise(run, args.input, args.output, noise_std=noise, seed=args.seed,
                                         limit=args.limit, data_dir=args.data_dir))
         elif args.verb == "sample":
-            _print_result(tasks.sample(model, args.output, n=args.n, seed=args.seed))
+            _print_result(tasks.sample(run, args.output, n=args.n, seed=args.seed))
         elif args.verb == "export":
             from .export import export_onnx
 
-            _print_result(export_onnx(model, args.onnx))
+            _print_result(export_onnx(run, args.onnx))
         elif args.verb == "serve":
             from .serve import serve
 
-            serve(model, host=args.host, port=args.port, data=args.data, data_dir=args.data_dir, limit=args.limit,
+            serve(run, host=args.host, port=args.port, data=args.data, data_dir=args.data_dir, limit=args.limit,
                   log=_err)
         return 0
     except Interrupted as err:
-        if not isinstance(err, ReportedElsewhere) and _is_main():
+        if _is_main():
             print(f"aekit: {err}", file=sys.stderr)
         return 130
     except AekitError as err:

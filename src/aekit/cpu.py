@@ -1,9 +1,16 @@
-"""Process-wide CPU settings that make training and evaluation fast: one call, idempotent."""
+"""CPU settings that make training and evaluation fast.
+
+:func:`tune_cpu` changes the whole process (flush-to-zero in every thread, the allocator's thresholds): the
+``aekit`` command and :func:`aekit.train` call it, and no other library function does; a script that
+evaluates or samples at the command's speed calls it once itself. :func:`single_threaded` is scoped to a block.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import platform
+from collections.abc import Iterator
 
 import torch
 
@@ -12,8 +19,8 @@ _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 # Tensors of a few MB (a batch of decoded images, an IW chunk) are allocated and freed at every
 # step. By default glibc hands such blocks back to the kernel with munmap or a heap trim, and the
-# next step pays a page fault per 4 KiB to get them again: about 30% of the IW-NLL evaluation's
-# time here. Serving blocks below 32 MiB from the heap, and keeping up to 256 MiB of it, stops that.
+# next step pays a page fault per 4 KiB to get them again: a large share of the IW-NLL evaluation's
+# time (docs/performance.md). Serving blocks below 32 MiB from the heap, and keeping up to 256 MiB of it, stops that.
 _MMAP_THRESHOLD = 32 << 20
 _TRIM_THRESHOLD = 256 << 20
 
@@ -28,7 +35,7 @@ def flush_denormals_in_worker_threads() -> bool:
     workers then keep computing on denormals. With Adam that happens within two epochs on MNIST: a weight
     of an always-black border pixel has a zero gradient, so its first moment decays by 0.9 a step into the
     denormal range, and the half of every fused Adam pass that a worker thread computes slows down (the
-    reference VAE's epoch went from 1.32 s to 1.55 s over six epochs). This runs one parallel region of
+    reference VAE's epochs grew slower from one to the next: docs/performance.md). This runs one parallel region of
     the pool that torch uses, in which every thread sets its own mode. Returns whether it could.
     """
     gomp = _libgomp()
@@ -75,3 +82,15 @@ def tune_cpu() -> None:
         libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)
     except (OSError, AttributeError):  # an unusual libc: run with its defaults
         pass
+
+
+@contextlib.contextmanager
+def single_threaded(blas_only: bool = False) -> Iterator[None]:
+    """One BLAS/OpenMP thread for scikit-learn inside the block (restored after it): numpy's and scipy's
+    OpenBLAS pools beside torch's spin-wait against each other, which made a logistic regression many times
+    slower on two busy cores (docs/performance.md). ``blas_only``: one BLAS thread, OpenMP's as they are (scikit-learn's own parallel loops,
+    e.g. k-NN's, which gain from them; see docs/performance.md)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas" if blas_only else None):
+        yield

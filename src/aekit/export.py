@@ -22,10 +22,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import run as ckpt
-from .errors import AekitError
+from ._version import __version__
 from .core.model import Autoencoder
 from .core.objectives import mean_image
+from .errors import AekitError
+from .files import atomic_write_bytes, atomic_write_json, make_folder
+from .run import Run
 
 FORMAT = "aekit-onnx"
 FORMAT_VERSION = 1
@@ -51,12 +53,12 @@ class _Decoder(nn.Module):
         return mean_image(self.model.decode(codes))  # (N, D) -> (N, C, H, W) in [0, 1]
 
 
-def export_onnx(model: Autoencoder, out_dir: str | Path, *, opset: int = OPSET) -> dict[str, Any]:
+def export_onnx(run: Run, out_dir: str | Path, *, opset: int = OPSET) -> dict[str, Any]:
     """Write ``encoder.onnx``, ``decoder.onnx`` and ``preprocessing.json`` into ``out_dir``.
 
     Parameters
     ----------
-    model : Autoencoder
+    run : Run
         A trained model, e.g. from :func:`aekit.load` or :func:`aekit.pretrained`.
     out_dir : path
         Created if missing; files already there with these names are replaced (atomically).
@@ -81,35 +83,32 @@ def export_onnx(model: Autoencoder, out_dir: str | Path, *, opset: int = OPSET) 
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise AekitError(f"--onnx {out} exists and is not a folder")
-    ckpt.make_folder(out)
+    make_folder(out)
 
-    model = model.eval()
+    model = run.model.eval()
     c, h, w = model.config.image_shape
     d = model.config.latent_dim
     # Example batches of 2: a batch of 1 could let the exporter specialise the batch axis.
     encoder = _export(_Encoder(model), torch.full((2, c, h, w), 0.5), "images", "codes", opset)
     decoder = _export(_Decoder(model), torch.zeros(2, d), "codes", "images", opset)
-    ckpt.atomic_write_bytes(out / ENCODER, encoder)
-    ckpt.atomic_write_bytes(out / DECODER, decoder)
-    ckpt.atomic_write_json(out / PREPROCESSING, preprocessing(model, opset))
+    atomic_write_bytes(out / ENCODER, encoder)
+    atomic_write_bytes(out / DECODER, decoder)
+    atomic_write_json(out / PREPROCESSING, preprocessing(run, opset))
     return {"encoder": str(out / ENCODER), "decoder": str(out / DECODER), "latent_dim": d,
             "image_shape": f"{c}x{h}x{w}", "output": str(out)}
 
 
-def preprocessing(model: Autoencoder, opset: int = OPSET) -> dict[str, Any]:
+def preprocessing(run: Run, opset: int = OPSET) -> dict[str, Any]:
     """What ``preprocessing.json`` says: how to turn an image into the encoder's input, and back."""
-    from . import __version__
-
-    config = getattr(model, "run_config", None)
-    m = model.config
+    config, m = run.config, run.model.config
     c, h, w = m.image_shape
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "aekit_version": __version__,
-        "family": config.family if config else None,
+        "family": config.family,
         "arch": m.arch,
-        "pretrained": getattr(model, "pretrained", None),
+        "pretrained": run.name,
         "encoder": {
             "file": ENCODER,
             "input": {"name": "images", "shape": ["batch", c, h, w], "dtype": "float32", "layout": "NCHW",
@@ -134,7 +133,7 @@ def preprocessing(model: Autoencoder, opset: int = OPSET) -> dict[str, Any]:
         },
         "latent": {"dim": m.latent_dim, "kind": m.latent, "code_activation": m.code_activation,
                    "prior": "N(0, I)" if m.latent == "gaussian" else None},
-        "trained_on": config.data.data if config else None,
+        "trained_on": config.data.data,
         "opset": opset,
         "exporter": f"torch.onnx TorchScript (dynamo=False), torch {torch.__version__}",
     }

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .run import atomic_write_bytes
+from .files import atomic_write_bytes
 
 
 def to_pil(image: torch.Tensor) -> Image.Image:

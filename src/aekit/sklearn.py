@@ -2,18 +2,21 @@
 
 Follows scikit-learn's estimator contract (``decomposition/_pca.py`` is the model): ``__init__`` only
 stores keyword hyperparameters, ``fit`` validates and returns ``self``, learned state ends in ``_``.
-Training is :func:`aekit.train` itself, run in a temporary folder that is deleted afterwards, so
-nothing is written to the working directory.
+Training is aekit's own loop (:func:`aekit.training.loop.fit`), in memory: nothing is written to disk.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import inspect
 import math
 import numbers
 import sys
-import tempfile
-from pathlib import Path
+import textwrap
+import types
+import typing
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,53 +24,92 @@ from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, Transfo
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
-from .run import read_jsonl
+from .core.config import FAMILIES, Option, options, preset
+from .core.objectives import TERMS, loss_terms, mean_image
+from .cpu import tune_cpu
 from .data import ImageSet, Splits
-from .core.objectives import loss_terms, mean_image
-from .training.loop import EVAL_SEED, TERMS, train
+from .training.loop import EVAL_SEED, fit, new_state
 
 SCALINGS = ("auto", "unit", "uint8", "minmax")
 _BATCH = 1024
 _EVAL_BATCH = 1000  # as train.evaluate_losses, so scores of uint8 images equal its test losses
-_MONITOR = 256  # train() evaluates a "test" split every epoch: a few training images are enough here
+
+# The config options that are no parameters of the estimator, and why. Every other option is one.
+NOT_PARAMETERS = {
+    "data": "the training images are X",
+    "data_dir": "no named dataset is loaded: the training images are X",
+    "channels": "X is used as it is: its layout is image_shape (or 4-D X's own), no conversion",
+    "image_size": "X is used as it is: no resizing",
+    "test_split": "fit holds nothing out: it trains on all of X (score evaluates any X)",
+    "seed": "random_state sets it, scikit-learn's way",
+    "init_from": "the model comes from X and the parameters alone (clone and refit give the same model); "
+                 "fine-tuning a saved run is aekit.train(init_from=...)",
+}
+OPTIONS = tuple(o for o in options() if o.name not in NOT_PARAMETERS)
 
 
-class AutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
-    """Non-linear dimensionality reduction with an image autoencoder (AE, DAE, SAE or VAE).
+def _default(opt: Option) -> Any:
+    """The field's default where every family's preset keeps it, else None: the family's preset decides."""
+    presets = {getattr(getattr(preset(family), opt.part), opt.name) for family in FAMILIES}
+    return opt.default if presets == {opt.default} else None
+
+
+def _signature() -> inspect.Signature:
+    """``(self, family="vae", *, <every option>, image_shape=None, scaling="auto", random_state=None,
+    verbose=False)``: what scikit-learn reads the parameters from."""
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    return inspect.Signature([
+        inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+        inspect.Parameter("family", inspect.Parameter.POSITIONAL_OR_KEYWORD, default="vae"),
+        *(inspect.Parameter(o.name, keyword, default=_default(o)) for o in OPTIONS),
+        *(inspect.Parameter(name, keyword, default=default)
+          for name, default in (("image_shape", None), ("scaling", "auto"), ("random_state", None), ("verbose", False))),
+    ])
+
+
+_SIGNATURE = _signature()
+
+
+def _parameters_doc() -> str:
+    """The numpydoc entries of the options, from their declarations (aekit.core.config)."""
+    entries = []
+    for opt in OPTIONS:
+        default = _SIGNATURE.parameters[opt.name].default
+        allowed = opt.allowed()
+        kind = _type_name(opt.type) if allowed is None else "{" + ", ".join(f'"{v}"' for v in allowed) + "}"
+        text = opt.describe(defaults=False)
+        if default is None and opt.default_text():
+            text += f". None: the family's preset ({opt.default_text()})"
+        shown = f'"{default}"' if isinstance(default, str) else repr(default)
+        entries.append(f"    {opt.name} : {kind}, default={shown}\n"
+                       + textwrap.fill(text[0].upper() + text[1:] + ".", 112, initial_indent=" " * 8,
+                                       subsequent_indent=" " * 8))
+    return "\n".join(entries) + "\n"
+
+
+def _type_name(hint: Any) -> str:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(h) for h in typing.get_args(hint) if h is not type(None))
+    if typing.get_origin(hint) is tuple:
+        return "tuple of int"
+    return hint.__name__
+
+
+_DOCSTRING = """Non-linear dimensionality reduction with an image autoencoder (AE, DAE, SAE or VAE).
 
     ``fit`` trains an aekit model on the rows of ``X``; ``transform`` returns their codes (the
     posterior mean for a VAE), ``inverse_transform`` decodes codes back to mean images, and
     ``score`` is the mean negative training loss (for a VAE, the ELBO in nats per image).
 
+    Every option of :func:`aekit.train` is a parameter (they are generated from the config's
+    declarations, :func:`aekit.core.config.options`) but those of :data:`NOT_PARAMETERS`,
+    which make no sense for in-memory arrays.
+
     Parameters
     ----------
     family : {"ae", "dae", "sae", "vae"}, default="vae"
         The autoencoder family; its preset fills every option left at None.
-    arch : {"mlp", "conv"}, default="mlp"
-        The backbone. The MLP works on any image shape; the conv backbone wants real images.
-    latent_dim : int, default=32
-        Size of the code, i.e. the number of output features.
-    hidden : tuple of int, default=None
-        MLP layer widths or conv channel widths; None is the arch's default ((512, 256) or (32, 64, 128)).
-    activation : {"relu", "leaky_relu", "elu", "gelu", "tanh"}, default="relu"
-    likelihood : {"bernoulli", "gaussian"}, default="bernoulli"
-    gaussian_std : float, default=0.1
-        Standard deviation of the gaussian likelihood.
-    beta : float, default=1.0
-        KL weight of a VAE.
-    noise_std, mask_prob, salt_pepper : float, default=None
-        Input corruption while training (None: the family's preset, 0.5 noise for "dae").
-    noise_std_min : float, default=None
-        Blind denoising: each image's noise std is drawn uniformly from [noise_std_min, noise_std].
-    sparsity : {"none", "l1", "kl"}, default=None
-    sparsity_weight, sparsity_target : float, default=None
-        The sparsity penalty (None: the family's preset; "sae" is kl, 10, 0.05).
-    epochs : int, default=10
-    batch_size : int, default=128
-    lr : float, default=1e-3
-        Adam's learning rate.
-    weight_decay : float, default=0.0
-    image_shape : tuple (C, H, W), default=None
+{options}    image_shape : tuple (C, H, W), default=None
         How a row of a 2-D ``X`` is laid out. None: a square single-channel image when the number
         of features is a perfect square (784 -> 1x28x28), else a 1x1xN "image" (fine for the MLP).
         4-D input ``(N, C, H, W)`` carries its own shape.
@@ -107,10 +149,11 @@ class AutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
     -----
     aekit trains on uint8 images, so the scaled training data is quantized to 256 levels (exact for
     uint8 images and for uint8 images divided by 255); ``transform``, ``inverse_transform`` and
-    ``score`` use the unquantized values. Codes are float32 for float32 or uint8 input, float64
-    otherwise, and are computed in that precision. ``fit`` reseeds torch's global RNG (as
-    :func:`aekit.train` does). Bad hyperparameters raise :class:`aekit.AekitError` from ``fit``;
-    bad data raises ``ValueError``, as scikit-learn expects.
+    ``score`` use the unquantized values. ``binarize`` draws the training images' samples as
+    :func:`aekit.train` does; ``transform`` and ``score`` take ``X`` as it is. Codes are float32 for
+    float32 or uint8 input, float64 otherwise, and are computed in that precision. ``fit`` reseeds
+    torch's global RNG (as :func:`aekit.train` does). Bad hyperparameters raise
+    :class:`aekit.AekitError` from ``fit``; bad data raises ``ValueError``, as scikit-learn expects.
 
     Examples
     --------
@@ -124,56 +167,19 @@ class AutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
     (3, 784)
     """
 
-    def __init__(
-        self,
-        family="vae",
-        *,
-        arch="mlp",
-        latent_dim=32,
-        hidden=None,
-        activation="relu",
-        likelihood="bernoulli",
-        gaussian_std=0.1,
-        beta=1.0,
-        noise_std=None,
-        noise_std_min=None,
-        mask_prob=None,
-        salt_pepper=None,
-        sparsity=None,
-        sparsity_weight=None,
-        sparsity_target=None,
-        epochs=10,
-        batch_size=128,
-        lr=1e-3,
-        weight_decay=0.0,
-        image_shape=None,
-        scaling="auto",
-        random_state=None,
-        verbose=False,
-    ):
-        self.family = family
-        self.arch = arch
-        self.latent_dim = latent_dim
-        self.hidden = hidden
-        self.activation = activation
-        self.likelihood = likelihood
-        self.gaussian_std = gaussian_std
-        self.beta = beta
-        self.noise_std = noise_std
-        self.noise_std_min = noise_std_min
-        self.mask_prob = mask_prob
-        self.salt_pepper = salt_pepper
-        self.sparsity = sparsity
-        self.sparsity_weight = sparsity_weight
-        self.sparsity_target = sparsity_target
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.image_shape = image_shape
-        self.scaling = scaling
-        self.random_state = random_state
-        self.verbose = verbose
+
+class AutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+    __doc__ = _DOCSTRING.replace("{options}", _parameters_doc())
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Stores the parameters of _SIGNATURE (a TypeError for others, as a written-out __init__ would give).
+        bound = _SIGNATURE.bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        for name, value in bound.arguments.items():
+            if name != "self":
+                setattr(self, name, value)
+
+    __init__.__signature__ = _SIGNATURE  # type: ignore[attr-defined]
 
     # ----- fitting -----
 
@@ -197,27 +203,21 @@ class AutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         self.image_shape_ = self._resolve_shape(shape, X.shape[1])
         self._fit_scaling(X)
         train_images = self._quantized(X)
-        splits = Splits(
-            ImageSet(train_images, None, "fit"),
-            ImageSet(train_images[:_MONITOR], None, "fit-monitor"),
-        )
-        options = {
-            "arch": self.arch, "latent_dim": self.latent_dim, "hidden": self.hidden, "activation": self.activation,
-            "likelihood": self.likelihood, "gaussian_std": self.gaussian_std, "beta": self.beta,
-            "noise_std": self.noise_std, "noise_std_min": self.noise_std_min, "mask_prob": self.mask_prob, "salt_pepper": self.salt_pepper,
-            "sparsity": self.sparsity, "sparsity_weight": self.sparsity_weight,
-            "sparsity_target": self.sparsity_target, "epochs": self.epochs, "batch_size": self.batch_size,
-            "lr": self.lr, "weight_decay": self.weight_decay, "seed": self._seed(), "data": "sklearn-input",
-        }
+        options = {opt.name: getattr(self, opt.name) for opt in OPTIONS}
+        config = preset(self.family, **options, seed=self._seed(), data="sklearn-input")
+        c, h, w = self.image_shape_
+        config.model = dataclasses.replace(config.model, channels=c, height=h, width=w)
         log = (lambda line: print(line, file=sys.stderr, flush=True)) if self.verbose else None
-        with tempfile.TemporaryDirectory(prefix="aekit-sklearn-") as tmp:
-            model = train(self.family, out=Path(tmp) / "run", splits=splits, progress=False, log=log, **options)
-            rows = read_jsonl(Path(tmp) / "run" / "metrics.jsonl")
-        self.run_config_ = model.run_config
-        for name in ("run_dir", "run_config"):  # the folder is gone; the config lives on run_config_
-            delattr(model, name)
-        self.model_ = model.eval()
-        self.loss_curve_ = [row["train_loss"] for row in rows]
+        tune_cpu()  # flush-to-zero and the allocator's thresholds: training as aekit.train does it
+        train = ImageSet(train_images, None, "fit")
+        # --binarize as aekit.train applies it: "static" samples the training images once (the loop draws "dynamic")
+        train = Splits(train, train.subset(torch.arange(0))).binarized(config.data.binarize).train
+        state = new_state(config)
+        state.model.init_output_bias(train.images)
+        history = fit(state, config, train, log=log)
+        self.run_config_ = config
+        self.model_ = state.model.eval()
+        self.loss_curve_ = [row["train_loss"] for row in history]
         return self
 
     def _seed(self) -> int:

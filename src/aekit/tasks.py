@@ -13,24 +13,24 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import run as ckpt
 from .data import ImageSet, load_images
 from .errors import AekitError
+from .files import atomic_write_bytes, make_folder
 from .imaging import grid, rows, save_npy, save_png
-from .core.model import Autoencoder
+from .metrics.pixels import mean_psnr
+from .run import Run
 
 GRID_MAX = 64
 
 
 def load_inputs(
-    model: Autoencoder, spec: str, *, limit: int | None = None, data_dir: str | None = None, progress: bool = False
+    run: Run, spec: str, *, limit: int | None = None, data_dir: str | None = None, progress: bool = False
 ) -> ImageSet:
     """Load INPUT and conform it to the model's channels and size (named datasets: from ``data_dir``,
     else the run's data folder, else the default)."""
-    c, h, w = model.config.image_shape
+    c, h, w = run.model.config.image_shape
     if data_dir is None:
-        run_data = getattr(getattr(model, "run_config", None), "data", None)
-        data_dir = run_data.data_dir if run_data else None
+        data_dir = run.config.data.data_dir
     images = load_images(spec, data_dir=data_dir, channels=c, image_size=(h, w), progress=progress)
     if limit is not None:
         if limit < 1:
@@ -41,18 +41,12 @@ def load_inputs(
     return images
 
 
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Mean over images of the PSNR (dB) between (N, C, H, W) tensors in [0, 1]."""
-    mse = (a - b).pow(2).flatten(1).mean(1).clamp_min(1e-10)
-    return float((10 * torch.log10(1.0 / mse)).mean())
-
-
 def _prepare_out_dir(out: Path) -> None:
     if out.suffix and not out.exists():
         raise AekitError(f"-o {out}: give a folder (for PNGs) or a name ending in .npy (for an array)")
     if out.exists() and not out.is_dir():
         raise AekitError(f"-o {out} exists and is not a folder (end the name in .npy to write an array)")
-    ckpt.make_folder(out)
+    make_folder(out)
 
 
 def _check_npy_target(out: Path) -> None:
@@ -60,14 +54,14 @@ def _check_npy_target(out: Path) -> None:
         raise AekitError(f"folder {out.parent} does not exist")
 
 
-def encode(model: Autoencoder, spec: str, out: str | Path, *, limit: int | None = None,
+def encode(run: Run, spec: str, out: str | Path, *, limit: int | None = None,
            data_dir: str | None = None) -> dict:
     """Save the codes (posterior means) of INPUT as an (N, D) float32 array (.npy) or codes + labels (.npz)."""
     out = Path(out)
     if out.suffix not in (".npy", ".npz"):
         raise AekitError(f"-o {out}: codes are written as .npy (or .npz with labels)")
     _check_npy_target(out)
-    images = load_inputs(model, spec, limit=limit, data_dir=data_dir)
+    model, images = run.model, load_inputs(run, spec, limit=limit, data_dir=data_dir)
     codes = model.embed(images.images)
     if out.suffix == ".npy":
         save_npy(codes, out)
@@ -77,15 +71,15 @@ def encode(model: Autoencoder, spec: str, out: str | Path, *, limit: int | None 
         if images.labels is not None:
             arrays["labels"] = images.labels.numpy()
         np.savez(buffer, **arrays)
-        ckpt.atomic_write_bytes(out, buffer.getvalue())
+        atomic_write_bytes(out, buffer.getvalue())
     return {"images": len(images), "latent_dim": codes.shape[1], "output": str(out)}
 
 
-def reconstruct(model: Autoencoder, spec: str, out: str | Path, *, limit: int | None = None,
+def reconstruct(run: Run, spec: str, out: str | Path, *, limit: int | None = None,
                 data_dir: str | None = None) -> dict:
     """Reconstruct INPUT: one PNG per image plus ``grid.png`` (inputs over reconstructions), or a .npy array."""
     out = Path(out)
-    images = load_inputs(model, spec, limit=limit, data_dir=data_dir)
+    model, images = run.model, load_inputs(run, spec, limit=limit, data_dir=data_dir)
     clean = model.prepare(images.images)
     recon = model.reconstruct(images.images)
     if out.suffix == ".npy":
@@ -98,15 +92,15 @@ def reconstruct(model: Autoencoder, spec: str, out: str | Path, *, limit: int | 
         k = min(len(recon), GRID_MAX // 2)
         save_png(_paired_rows(clean[:k], recon[:k]), out / "grid.png", scale=2)
     mse = float((clean - recon).pow(2).mean())
-    return {"images": len(recon), "mse_per_pixel": mse, "psnr_db": psnr(clean, recon), "output": str(out)}
+    return {"images": len(recon), "mse_per_pixel": mse, "psnr_db": mean_psnr(clean, recon), "output": str(out)}
 
 
-def denoise(model: Autoencoder, spec: str, out: str | Path, *, noise_std: float, seed: int = 0,
+def denoise(run: Run, spec: str, out: str | Path, *, noise_std: float, seed: int = 0,
             limit: int | None = None, data_dir: str | None = None) -> dict:
     """Add Gaussian noise to INPUT and denoise it: per image a clean | noisy | denoised PNG plus ``grid.png``
     (three rows), or the denoised images as a .npy array."""
     out = Path(out)
-    images = load_inputs(model, spec, limit=limit, data_dir=data_dir)
+    model, images = run.model, load_inputs(run, spec, limit=limit, data_dir=data_dir)
     clean = model.prepare(images.images)
     noisy, denoised = model.denoise(images.images, noise_std=noise_std, seed=seed)
     if out.suffix == ".npy":
@@ -121,19 +115,20 @@ def denoise(model: Autoencoder, spec: str, out: str | Path, *, noise_std: float,
     return {
         "images": len(clean),
         "noise_std": noise_std,
-        "psnr_noisy_db": psnr(noisy, clean),
-        "psnr_denoised_db": psnr(denoised, clean),
+        "psnr_noisy_db": mean_psnr(noisy, clean),
+        "psnr_denoised_db": mean_psnr(denoised, clean),
         "output": str(out),
     }
 
 
-def sample(model: Autoencoder, out: str | Path, *, n: int = 64, seed: int = 0) -> dict:
+def sample(run: Run, out: str | Path, *, n: int = 64, seed: int = 0) -> dict:
     """Draw ``n`` images: from the prior N(0, I) for a VAE, from a Gaussian fitted to the training
     codes for a deterministic autoencoder. Writes a PNG grid or a .npy array."""
     out = Path(out)
     if out.suffix not in (".png", ".npy"):
         raise AekitError(f"-o {out}: samples are written as .png (a grid) or .npy")
     _check_npy_target(out)
+    model = run.model
     images = model.sample(n, seed=seed)
     if out.suffix == ".npy":
         save_npy(images, out)
@@ -146,9 +141,9 @@ def sample(model: Autoencoder, out: str | Path, *, n: int = 64, seed: int = 0) -
     return {"samples": n, "source": source, "output": str(out)}
 
 
-def describe(model: Autoencoder) -> str:
+def describe(run: Run) -> str:
     """A short human-readable summary of a run."""
-    config = model.run_config
+    model, config = run.model, run.config
     m, o, t = config.model, config.objective, config.train
     n_params = sum(p.numel() for p in model.parameters())
     lines = [
@@ -164,19 +159,15 @@ def describe(model: Autoencoder) -> str:
         + (f", mask {o.mask_prob:g}" if o.mask_prob else "")
         + (f", salt-and-pepper {o.salt_pepper:g}" if o.salt_pepper else "")
         + (f", sparsity {o.sparsity} (weight {o.sparsity_weight:g}, target {o.sparsity_target:g})" if o.sparsity != "none" else ""),
-        f"training    epoch {model.epoch}/{t.epochs}, batch {t.batch_size}, lr {t.lr:g}"
+        f"training    epoch {run.epoch}/{t.epochs}, batch {t.batch_size}, lr {t.lr:g}"
         + (f" ({t.lr_schedule} schedule)" if t.lr_schedule != "constant" else "") + f", seed {t.seed}"
         + (f", fine-tuned from {t.init_from}" if t.init_from else ""),
         f"parameters  {n_params:,}",
     ]
-    run_dir = getattr(model, "run_dir", None)
-    metrics = ckpt.read_jsonl(Path(run_dir) / ckpt.METRICS) if run_dir else []
-    if metrics:
-        last = metrics[-1]
-        lines.append(
-            f"last epoch  train loss {last['train_loss']:.3f}, test loss {last['test_loss']:.3f}, "
-            f"{last['epoch_seconds']:.1f}s"
-        )
+    if run.history:
+        last = run.history[-1]
+        test = f", test loss {last['test_loss']:.3f}" if "test_loss" in last else ""
+        lines.append(f"last epoch  train loss {last['train_loss']:.3f}{test}, {last['epoch_seconds']:.1f}s")
     return "\n".join(lines)
 
 

@@ -1,0 +1,1 @@
+"""The model: configs, backbones, latents, likelihoods, objectives and the Autoencoder that joins them."""

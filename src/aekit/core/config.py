@@ -1,8 +1,13 @@
 """Flat, typed configs: what to build (ModelConfig), what to optimise (ObjectiveConfig),
-how to train (TrainConfig). Each round-trips through JSON; unknown keys, wrong types and
-out-of-range values raise :class:`AekitError`.
+where the images come from (DataConfig), how to train (TrainConfig). Each round-trips through JSON;
+unknown keys, wrong types and out-of-range values raise :class:`AekitError`.
 
-The four families are presets over these orthogonal parts (see :func:`preset`):
+Every field a user sets is declared once, here, with :func:`option`: its help text, its choices and its
+numeric range are the field's metadata. Validation reads them (:meth:`Option.check`), and so do the
+``aekit train`` flags (:mod:`aekit.cli`) and the scikit-learn estimator's parameters (:mod:`aekit.sklearn`);
+:func:`options` lists them all.
+
+The four families are presets over these orthogonal parts (:data:`FAMILY_DEFAULTS`, see :func:`preset`):
 
 =======  ============  ==================  ===========  ==========
 family   latent        code activation     noise_std    sparsity
@@ -20,63 +25,74 @@ Any field can be overridden, so ``vae`` + ``noise_std=0.3`` is a denoising VAE a
 from __future__ import annotations
 
 import dataclasses
-import math
+import functools
 import os
-import types
-import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..data.imageset import CHANNELS
 from ..errors import AekitError
+from .likelihoods import LIKELIHOODS
+from .options import Interval, Option, check_choice, check_types, declared, from_dict, no_unknown_keys, one_of, option
+
+__all__ = ["ARCHS", "FAMILIES", "FAMILY_DEFAULTS", "PARTS", "DataConfig", "Interval", "ModelConfig",
+           "ObjectiveConfig", "Option", "RunConfig", "TrainConfig", "from_dict", "option", "options", "preset"]
 
 FAMILIES = ("ae", "dae", "sae", "vae")
 ARCHS = ("mlp", "conv")
 DEFAULT_HIDDEN = {"mlp": (512, 256), "conv": (32, 64, 128)}
-MAX_PIXELS = 4 * 1024 * 1024  # C*H*W cap: beyond this an MLP's first layer alone is many GB
+MAX_INPUT_VALUES = 4 * 1024 * 1024  # C*H*W a model takes: beyond this an MLP's first layer alone is many GB
+# What each family changes from the dataclass defaults: preset() applies it, help texts quote it.
+FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
+    "ae": {},
+    "dae": {"noise_std": 0.5},
+    "sae": {"code_activation": "sigmoid", "sparsity": "kl", "sparsity_weight": 10.0},
+    "vae": {"latent": "gaussian"},
+}
 
 
 @dataclass
 class ModelConfig:
     """The network: backbone, image shape, latent. Everything needed to rebuild the weights."""
 
-    arch: str = "mlp"
+    arch: str = option("mlp", "backbone: mlp, or conv for real images", choices=ARCHS)
+    # The image shape is the data's (aekit.train sets it), not an option.
     channels: int = 1
     height: int = 28
     width: int = 28
-    latent_dim: int = 32
-    hidden: tuple[int, ...] = ()  # MLP layer widths or conv channel widths; () = the arch's default
-    latent: str = "point"  # "point" (deterministic code) | "gaussian" (diagonal-Gaussian q(z|x))
-    code_activation: str = "none"  # "none" | "sigmoid" (codes in (0, 1), for sparsity)
-    activation: str = "relu"  # hidden-layer nonlinearity: relu | leaky_relu | elu | gelu | tanh
-    code_scale: float = 1.0  # the decoder reads code * code_scale; the SAE preset: 1 / rho (see preset())
+    latent_dim: int = option(32, "size of the code", bounds="[1, inf)")
+    hidden: tuple[int, ...] = option(
+        (), "layer widths of the MLP, or channel widths of the conv backbone (default "
+        + "; ".join(f"{arch}: {','.join(map(str, widths))}" for arch, widths in DEFAULT_HIDDEN.items()) + ")",
+        bounds="[1, 65536]", metavar="W1,W2",
+    )
+    latent: str = option("point", "the code: point (deterministic) or gaussian (a diagonal-Gaussian q(z|x): a VAE)",
+                         choices=("point", "gaussian"))
+    code_activation: str = option("none", "sigmoid: codes in (0, 1), as kl sparsity needs", choices=("none", "sigmoid"))
+    activation: str = option("relu", "hidden-layer nonlinearity", choices=("relu", "leaky_relu", "elu", "gelu", "tanh"))
+    code_scale: float = option(
+        1.0, "the decoder reads code x code_scale; left unset with kl sparsity on sigmoid codes (the sae preset): "
+        "1 / sparsity_target, so that the decoder's input is O(1)", bounds="(0, inf)",
+    )
 
     def __post_init__(self) -> None:
-        _check_types(self)
+        check_types(self)
         self.hidden = tuple(self.hidden) or DEFAULT_HIDDEN.get(self.arch, ())
-        _choice("arch", self.arch, ARCHS)
-        _choice("latent", self.latent, ("point", "gaussian"))
-        _choice("code_activation", self.code_activation, ("none", "sigmoid"))
-        _choice("activation", self.activation, ("relu", "leaky_relu", "elu", "gelu", "tanh"))
+        _check_options(self)
         if self.latent == "gaussian" and self.code_activation != "none":
             raise AekitError("a gaussian latent cannot have a sigmoid code activation")
         _positive("channels", self.channels)
         _positive("height", self.height)
         _positive("width", self.width)
-        _positive("latent_dim", self.latent_dim)
-        if not (math.isfinite(self.code_scale) and self.code_scale > 0):
-            raise AekitError(f"code_scale must be a positive number (got {self.code_scale})")
-        if self.channels > 4:
-            raise AekitError(f"channels must be 1 to 4 (got {self.channels})")
-        if self.channels * self.height * self.width > MAX_PIXELS:
+        if self.channels not in CHANNELS:
+            raise AekitError(f"channels must be {one_of(CHANNELS)} (got {self.channels})")
+        if self.channels * self.height * self.width > MAX_INPUT_VALUES:
             raise AekitError(
                 f"images of {self.channels}x{self.height}x{self.width} are too large "
-                f"(at most {MAX_PIXELS} values per image); pass a smaller --image-size"
+                f"(at most {MAX_INPUT_VALUES} values per image); pass a smaller --image-size"
             )
         if not self.hidden:
             raise AekitError("hidden must list at least one width, e.g. 512,256")
-        for width in self.hidden:
-            if not 0 < width <= 65536:
-                raise AekitError(f"hidden widths must be between 1 and 65536 (got {width})")
         if self.arch == "conv" and len(self.hidden) > 8:
             raise AekitError("a conv backbone takes at most 8 channel widths")
 
@@ -89,103 +105,128 @@ class ModelConfig:
 class ObjectiveConfig:
     """The training objective: likelihood, corruption, sparsity, KL weight."""
 
-    likelihood: str = "bernoulli"  # decoder p(x|z): "bernoulli" (logits) | "gaussian" (fixed std)
-    gaussian_std: float = 0.1  # std of the Gaussian likelihood
-    beta: float = 1.0  # weight of KL(q(z|x) || N(0, I)); Higgins et al. 2017
-    importance_samples: int = 1  # K > 1: train a VAE on the IWAE bound with K samples (Burda et al. 2015)
-    noise_std: float = 0.0  # additive Gaussian corruption (denoising); Vincent et al. 2008
-    noise_std_min: float | None = None  # set: each image's std is uniform in [noise_std_min, noise_std] (blind)
-    mask_prob: float = 0.0  # masking corruption: fraction of pixels set to 0
-    salt_pepper: float = 0.0  # salt-and-pepper corruption: fraction of pixels set to 0 or 1
-    sparsity: str = "none"  # "none" | "l1" | "kl"
-    sparsity_weight: float = 1.0  # lambda for the sparsity penalty (per image)
-    sparsity_target: float = 0.05  # target mean activation rho for "kl"
+    likelihood: str = option("bernoulli", "decoder likelihood p(x|z): bernoulli (BCE on logits), gaussian (fixed std) "
+                             "or one registered with aekit.core.likelihoods.register_likelihood",
+                             choices=lambda: tuple(LIKELIHOODS))
+    # Below 1e-3 the loss's gradient scale 1 / std^2 overflows float32 in the hand-written MLP step.
+    gaussian_std: float = option(0.1, "std of the gaussian likelihood", bounds="[0.001, 1000]")
+    beta: float = option(1.0, "weight of a VAE's KL term (Higgins et al. 2017)", bounds="[0, 1000]")
+    importance_samples: int = option(
+        1, "train a VAE on the importance-weighted (IWAE) bound with K samples per image (Burda et al. 2015); "
+        "1 is the ELBO: more are tighter and give better likelihoods, at about K times the decoder's cost",
+        bounds="[1, 4096]", metavar="K",
+    )
+    # Pixels are in [0, 1]; bench/results.py reports a probe of a DAE trained at 1.5.
+    noise_std: float = option(0.0, "std of the Gaussian input corruption, clipped to [0, 1] (denoising; "
+                              "Vincent et al. 2008)", bounds="[0, 2]")
+    noise_std_min: float | None = option(
+        None, "blind denoising: each image's noise std is uniform in [noise_std_min, noise_std] instead of fixed; "
+        "in [0, noise_std]", metavar="STD",
+    )
+    mask_prob: float = option(0.0, "masking corruption: the fraction of pixels set to 0", bounds="[0, 1)")
+    salt_pepper: float = option(0.0, "salt-and-pepper corruption: the fraction of pixels set to 0 or 1",
+                                bounds="[0, 1)")
+    sparsity: str = option("none", "sparsity penalty on the codes: l1, or kl (needs sigmoid codes)",
+                           choices=("none", "l1", "kl"))
+    sparsity_weight: float = option(1.0, "weight lambda of the sparsity penalty (per image)", bounds="[0, 1000]")
+    sparsity_target: float = option(0.05, "target mean activation rho of kl sparsity", bounds="(0, 1)")
 
     def __post_init__(self) -> None:
-        _check_types(self)
-        _choice("likelihood", self.likelihood, ("bernoulli", "gaussian"))
-        _choice("sparsity", self.sparsity, ("none", "l1", "kl"))
-        if not self.gaussian_std > 0:
-            raise AekitError(f"gaussian_std must be > 0 (got {self.gaussian_std})")
-        for name in ("beta", "noise_std", "sparsity_weight"):
-            if not getattr(self, name) >= 0:
-                raise AekitError(f"{name} must be >= 0 (got {getattr(self, name)})")
+        check_types(self)
+        _check_options(self)
+        # noise_std_min's range is [0, noise_std]: checked with it, here
         if self.noise_std_min is not None and not 0 <= self.noise_std_min <= self.noise_std:
             raise AekitError(
                 f"noise_std_min must be in [0, noise_std] = [0, {self.noise_std:g}] (got {self.noise_std_min})"
             )
-        for name in ("mask_prob", "salt_pepper"):
-            if not 0 <= getattr(self, name) < 1:
-                raise AekitError(f"{name} must be in [0, 1) (got {getattr(self, name)})")
-        if not 1 <= self.importance_samples <= 4096:
-            raise AekitError(f"importance_samples must be between 1 and 4096 (got {self.importance_samples})")
-        if not 0 < self.sparsity_target < 1:
-            raise AekitError(f"sparsity_target must be in (0, 1) (got {self.sparsity_target})")
-
-    @property
-    def corrupts(self) -> bool:
-        return self.noise_std > 0 or self.mask_prob > 0 or self.salt_pepper > 0
 
 
 @dataclass
 class DataConfig:
     """Where the training images come from and how they are pre-processed."""
 
-    data: str = "mnist-5k"  # dataset name, image folder or .npy/.npz file
-    data_dir: str | None = None  # root of named datasets; None = $AEKIT_DATA or the user cache
-    channels: int | None = None  # convert images to this many channels; None = as stored
-    image_size: tuple[int, int] | None = None  # resize to (H, W); None = as stored
-    test_split: float = 0.1  # held-out fraction for sources without a test split
-    binarize: str = "none"  # "dynamic": a fresh Bernoulli sample of each training batch, a fixed one of the test set
+    data: str = option("mnist-5k", "the images: mnist-5k (embedded), mnist, fashion-mnist, an image folder "
+                       "or a .npy/.npz file")
+    data_dir: str | None = option(None, "root of named datasets (default $AEKIT_DATA or the user cache)")
+    channels: int | None = option(None, "convert images to 1 (gray), 3 (RGB) or 4 (RGBA) channels (default: as "
+                                  "stored; folders: gray if all gray, else RGB)", choices=CHANNELS)
+    image_size: tuple[int, int] | None = option(None, "resize images to H,W (on the command line also one size, "
+                                                "for a square; default: as stored)", bounds="[1, inf)",
+                                                metavar="H,W")
+    test_split: float = option(0.1, "held-out fraction for data without a test split", bounds="(0, 1)")
+    binarize: str = option(
+        "none", "Bernoulli-sample the pixels: dynamic = afresh for each training batch and one fixed seeded sample of "
+        "the test set (how MNIST likelihoods are reported); static = one fixed sample of each set",
+        choices=("none", "static", "dynamic"),
+    )
 
     def __post_init__(self) -> None:
-        _check_types(self)
-        _choice("binarize", self.binarize, ("none", "static", "dynamic"))
-        if self.image_size is not None:
-            self.image_size = tuple(self.image_size)
-            if len(self.image_size) != 2 or min(self.image_size) < 1:
-                raise AekitError(f"image_size must be two positive integers (got {self.image_size})")
-        if self.channels is not None and self.channels not in (1, 3):
-            raise AekitError(f"channels must be 1 or 3 (got {self.channels})")
-        if self.image_size is not None and (self.channels or 3) * self.image_size[0] * self.image_size[1] > MAX_PIXELS:
+        check_types(self)
+        _check_options(self)
+        if self.image_size is not None and (self.channels or 3) * self.image_size[0] * self.image_size[1] > MAX_INPUT_VALUES:
             raise AekitError(
                 f"image size {self.image_size[0]}x{self.image_size[1]} is too large "
-                f"(at most {MAX_PIXELS} values per image)"
+                f"(at most {MAX_INPUT_VALUES} values per image)"
             )
-        if not 0 < self.test_split < 1:
-            raise AekitError(f"test_split must be in (0, 1) (got {self.test_split})")
 
 
 @dataclass
 class TrainConfig:
     """The optimisation loop."""
 
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    seed: int = 0
-    grad_clip: float = 0.0  # clip the gradient's global norm to this (0 = off)
-    compile: str = "auto"  # torch.compile the loss: "auto" (when the run is long enough to pay it back) | "on" | "off"
-    fast_step: str = "auto"  # "auto": MLPs train by a hand-written forward/backward (aekit.fastmlp) | "off": autograd
-    lr_schedule: str = "constant"  # "constant" | "cosine": lr * (1 + cos(pi * step / steps)) / 2 over the run's steps
-    init_from: str | None = None  # start from this run folder's weights (fine-tuning) instead of a fresh initialisation
+    epochs: int = option(10, "passes over the training images", bounds="[1, inf)")
+    batch_size: int = option(128, "images per optimisation step; under torchrun the global batch: each of N "
+                             "processes takes batch_size / N, so it must be a multiple of N", bounds="[1, inf)")
+    lr: float = option(1e-3, "Adam learning rate", bounds="(0, 10]")
+    weight_decay: float = option(0.0, "Adam L2 weight decay", bounds="[0, 1]")
+    seed: int = option(0, "seeds initialisation, shuffling, noise and held-out splits: same seed, same run",
+                       bounds=f"[0, {2**64 - 1}]")  # what torch.manual_seed takes
+    grad_clip: float = option(0.0, "clip the gradient's global norm to this (0: off)", bounds="[0, 1000000]")
+    compile: str = option("auto", "torch.compile the loss: auto compiles runs long enough to repay its one-off cost "
+                          "(never MLPs that take the fast step)", choices=("auto", "on", "off"))
+    fast_step: str = option("auto", "auto: MLPs train by a hand-written forward and backward pass with the same "
+                            "gradients as autograd, faster (docs/performance.md); off: autograd", choices=("auto", "off"))
+    lr_schedule: str = option("constant", "constant, or cosine: the learning rate falls from lr to 0 over the "
+                              "run's steps", choices=("constant", "cosine"))
+    init_from: str | None = option(None, "start from the weights of this run folder (same model settings) instead "
+                                   "of a fresh initialisation: fine-tuning, e.g. on another objective or dataset",
+                                   metavar="RUN_DIR")
 
     def __post_init__(self) -> None:
         if isinstance(self.init_from, os.PathLike):
             self.init_from = os.fspath(self.init_from)
-        _check_types(self)
-        _choice("compile", self.compile, ("auto", "on", "off"))
-        _choice("fast_step", self.fast_step, ("auto", "off"))
-        _choice("lr_schedule", self.lr_schedule, ("constant", "cosine"))
-        _positive("epochs", self.epochs)
-        _positive("batch_size", self.batch_size)
-        if not self.lr > 0:
-            raise AekitError(f"lr must be > 0 (got {self.lr})")
-        if not self.weight_decay >= 0:
-            raise AekitError(f"weight_decay must be >= 0 (got {self.weight_decay})")
-        if not self.grad_clip >= 0:
-            raise AekitError(f"grad_clip must be >= 0 (got {self.grad_clip})")
+        check_types(self)
+        _check_options(self)
+
+
+# The parts of a RunConfig, in the order preset() builds them (and the CLI groups their flags).
+PARTS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "objective": ObjectiveConfig, "train": TrainConfig}
+
+
+def options() -> tuple[Option, ...]:
+    """Every option a user sets, part by part (data, model, objective, train), in declaration order.
+
+    These are the keywords of :func:`preset` and :func:`aekit.train`, the flags of ``aekit train`` and
+    (but for a few that make no sense for in-memory arrays) the parameters of the scikit-learn estimator.
+
+    Examples
+    --------
+    >>> lr = {o.name: o for o in options()}["lr"]
+    >>> lr.part, lr.flag, str(lr.interval), lr.describe()
+    ('train', '--lr', '(0, 10]', 'Adam learning rate; in (0, 10] (default 0.001)')
+    """
+    return tuple(o for part_cls in PARTS.values() for o in _part_options(part_cls))
+
+
+@functools.cache
+def _part_options(part_cls: type) -> tuple[Option, ...]:
+    part = next(name for name, cls in PARTS.items() if cls is part_cls)
+    return declared(part_cls, part, FAMILY_DEFAULTS)
+
+
+def _check_options(obj: Any) -> None:
+    for opt in _part_options(type(obj)):
+        opt.check(getattr(obj, opt.name))
 
 
 @dataclass
@@ -199,7 +240,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
-        _choice("family", self.family, FAMILIES)
+        check_choice("family", self.family, FAMILIES)
         if self.objective.sparsity == "kl" and self.model.code_activation != "sigmoid":
             raise AekitError(
                 "--sparsity kl needs codes in (0, 1): use --model sae (sigmoid codes) "
@@ -216,7 +257,7 @@ class RunConfig:
         if not isinstance(raw, dict):
             raise AekitError("config must be a JSON object")
         known = {"family", "model", "objective", "data", "train"}
-        _no_unknown_keys("config", raw, known)
+        no_unknown_keys("config", raw, known)
         parts = {}
         for name, part_cls in (
             ("model", ModelConfig),
@@ -232,11 +273,12 @@ class RunConfig:
 
 
 def preset(family: str, **overrides: Any) -> RunConfig:
-    """The RunConfig of a family with any field overridden by keyword.
+    """The RunConfig of a family with any option overridden by keyword.
 
-    Keywords name fields of DataConfig, ModelConfig, ObjectiveConfig or TrainConfig.
-    ``channels`` is the data's pre-processing (the model's image shape is always taken from
-    the data it trains on). ``None`` means "the preset's value".
+    Keywords name options (see :func:`options`): fields of DataConfig, ModelConfig, ObjectiveConfig or
+    TrainConfig. ``channels`` is the data's pre-processing (the model's image shape is always taken from
+    the data it trains on). ``None`` means "the preset's value" (:data:`FAMILY_DEFAULTS`, else the field's
+    default).
 
     Examples
     --------
@@ -244,22 +286,11 @@ def preset(family: str, **overrides: Any) -> RunConfig:
     >>> cfg.model.latent, cfg.objective.noise_std, cfg.model.latent_dim
     ('gaussian', 0.3, 16)
     """
-    _choice("family", family, FAMILIES)
-    defaults: dict[str, dict[str, Any]] = {
-        "ae": {},
-        "dae": {"noise_std": 0.5},
-        "sae": {"code_activation": "sigmoid", "sparsity": "kl", "sparsity_weight": 10.0},
-        "vae": {"latent": "gaussian"},
-    }
-    values = {**defaults[family], **{k: v for k, v in overrides.items() if v is not None}}
+    check_choice("family", family, FAMILIES)
+    values = {**FAMILY_DEFAULTS[family], **{k: v for k, v in overrides.items() if v is not None}}
     parts = {}
-    for name, part_cls in (
-        ("data", DataConfig),  # first: it owns ``channels``
-        ("model", ModelConfig),
-        ("objective", ObjectiveConfig),
-        ("train", TrainConfig),
-    ):
-        names = {f.name for f in dataclasses.fields(part_cls)} - ({"channels", "height", "width"} if name == "model" else set())
+    for name, part_cls in PARTS.items():  # data first: it owns ``channels``
+        names = {o.name for o in _part_options(part_cls)}
         parts[name] = part_cls(**{k: values.pop(k) for k in list(values) if k in names})
     if values:
         raise AekitError(f"unknown option(s): {', '.join(sorted(values))}")
@@ -270,81 +301,6 @@ def preset(family: str, **overrides: Any) -> RunConfig:
         # on MNIST (MLP, 30 epochs) the SAE's MSE went from 1.61x the AE's to 1.11x at the same rate.
         parts["model"] = dataclasses.replace(model, code_scale=1.0 / objective.sparsity_target)
     return RunConfig(family=family, **parts)
-
-
-def from_dict(cls: type, raw: Any, *, where: str) -> Any:
-    """Build dataclass ``cls`` from a JSON object, refusing unknown keys and wrong types."""
-    if not isinstance(raw, dict):
-        raise AekitError(f"{where} must be a JSON object")
-    names = {f.name for f in dataclasses.fields(cls)}
-    _no_unknown_keys(where, raw, names)
-    try:
-        return cls(**raw)
-    except AekitError as err:
-        raise AekitError(f"{where}: {err}") from None
-
-
-def _no_unknown_keys(where: str, raw: dict, known: set[str]) -> None:
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise AekitError(f"{where} has unknown key(s): {', '.join(unknown)}")
-
-
-def _check_types(obj: Any) -> None:
-    """Check (and gently coerce: list -> tuple, int -> float) each field against its annotation."""
-    hints = typing.get_type_hints(type(obj))
-    for f in dataclasses.fields(obj):
-        value = getattr(obj, f.name)
-        coerced = _coerce(value, hints[f.name])
-        if coerced is _BAD:
-            raise AekitError(
-                f"{f.name} has the wrong type: {value!r} ({type(value).__name__})"
-            )
-        setattr(obj, f.name, coerced)
-
-
-_BAD = object()
-
-
-def _coerce(value: Any, hint: Any) -> Any:
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        for option in typing.get_args(hint):
-            out = _coerce(value, option)
-            if out is not _BAD:
-                return out
-        return _BAD
-    if hint is type(None):
-        return None if value is None else _BAD
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            return _BAD
-        args = typing.get_args(hint)
-        item = args[0]
-        items = [_coerce(v, item) for v in value]
-        if any(v is _BAD for v in items):
-            return _BAD
-        if len(args) == 2 and args[1] is not Ellipsis:
-            item_hints = args
-            if len(value) != len(item_hints):
-                return _BAD
-        return tuple(items)
-    if hint is bool:
-        return value if isinstance(value, bool) else _BAD
-    if hint is int:
-        return value if isinstance(value, int) and not isinstance(value, bool) else _BAD
-    if hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        return _BAD
-    if hint is str:
-        return value if isinstance(value, str) else _BAD
-    return value
-
-
-def _choice(name: str, value: Any, options: tuple[str, ...]) -> None:
-    if value not in options:
-        raise AekitError(f"{name} must be one of {', '.join(options)} (got {value!r})")
 
 
 def _positive(name: str, value: int) -> None:

@@ -14,8 +14,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import ModelConfig
+from ..data.imageset import to_unit
 from ..errors import AekitError
+from .config import ModelConfig
 from .latent import GaussianHead, PointHead
 from .nets import build_backbones
 from .objectives import corrupt, mean_image
@@ -175,8 +176,9 @@ class Autoencoder(nn.Module):
 
 
 def _to_unit_float(x: torch.Tensor) -> torch.Tensor:
+    """uint8 images -> [0, 1]; float images are checked to be in [0, 1] (a user's), then float32."""
     if x.dtype == torch.uint8:
-        return x.float().div_(255)
+        return to_unit(x)
     x = x.float()
     if x.numel() and not (torch.isfinite(x).all() and x.min() >= 0 and x.max() <= 1):
         raise AekitError("float images must be finite and in [0, 1] (uint8 images may be 0..255)")

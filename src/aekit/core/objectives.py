@@ -10,10 +10,12 @@ import math
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 
 from .config import ObjectiveConfig
 from .latent import standard_normal_log_prob
+from .likelihoods import LIKELIHOODS
+
+TERMS = ("loss", "recon", "kl", "sparsity")  # the loss and its terms, in this order wherever they are listed
 
 
 def draw_noise(
@@ -72,21 +74,25 @@ def corrupt(
     return apply_corruption(x, noise, noise_std=noise_std, mask_prob=mask_prob, salt_pepper=salt_pepper)
 
 
-def reconstruction_nll(logits: torch.Tensor, target: torch.Tensor, likelihood: str, gaussian_std: float) -> torch.Tensor:
-    """-log p(x | z) per image, in nats: (..., C, H, W) logits and targets that broadcast -> (...).
+def reconstruction_nll(logits: torch.Tensor, target: torch.Tensor, objective: ObjectiveConfig) -> torch.Tensor:
+    """-log p(x | z) per image, in nats, under the objective's likelihood: (..., C, H, W) logits and targets
+    that broadcast -> (...).
 
     Broadcasting lets the importance-sampled evaluation score (K, B, C, H, W) decodings against
     (B, C, H, W) images without copying the images K times.
     """
-    if likelihood == "bernoulli":
-        # -[x log s(l) + (1 - x) log(1 - s(l))] = softplus(l) - x l: two passes, where
-        # binary_cross_entropy_with_logits makes several and is 3x slower on (K*B, 784)
-        nll = F.softplus(logits) - logits * target
-    else:
-        # Gaussian with mean sigmoid(logits) and fixed std: 0.5 * ((x - mu) / s)^2 + log(s) + 0.5 log(2 pi)
-        mean = torch.sigmoid(logits)
-        nll = 0.5 * ((target - mean) / gaussian_std).pow(2) + math.log(gaussian_std) + 0.5 * math.log(2 * math.pi)
-    return nll.sum((-3, -2, -1))
+    return LIKELIHOODS[objective.likelihood].nll(logits, target, objective.gaussian_std).sum((-3, -2, -1))
+
+
+def log_importance_weight(log_likelihood: torch.Tensor, z: torch.Tensor, posterior, beta: float = 1.0) -> torch.Tensor:
+    """log w = log p(x|z) + beta (log p(z) - log q(z|x)) for samples z (..., B, D) of q: (..., B)."""
+    return log_likelihood + beta * standard_normal_log_prob(z) - beta * posterior.log_prob(z)
+
+
+def importance_weighted_bound(log_w: torch.Tensor) -> torch.Tensor:
+    """log (1/K) sum_k w_k over the K samples of (K, B) log-weights: (B,). A lower bound on log p(x) that rises
+    to it as K grows, the ELBO at K = 1 (Burda et al. 2015, Eq. 8)."""
+    return torch.logsumexp(log_w, 0) - math.log(log_w.shape[0])
 
 
 def mean_image(logits: torch.Tensor) -> torch.Tensor:
@@ -154,14 +160,13 @@ def loss_with_noise(
     if z.dim() == 3:  # K importance samples per image: the IWAE bound (Burda et al. 2015, Eq. 8)
         k, b = z.shape[:2]
         logits = model.decode(z.reshape(k * b, -1)).unflatten(0, (k, b))
-        nll = reconstruction_nll(logits, x, config.likelihood, config.gaussian_std)  # (K, B)
-        log_w = -nll + config.beta * (standard_normal_log_prob(z) - posterior.log_prob(z))
-        bound = torch.logsumexp(log_w, 0) - math.log(k)  # (B,): log p(x) >= bound >= the ELBO (beta = 1)
+        nll = reconstruction_nll(logits, x, config)  # (K, B)
+        bound = importance_weighted_bound(log_importance_weight(-nll, z, posterior, config.beta))  # (B,)
         recon = nll.mean()  # reported: the ELBO's terms, averaged over the K samples
         loss = -bound.mean()
     else:
         logits = model.decode(z)
-        recon = reconstruction_nll(logits, x, config.likelihood, config.gaussian_std).mean()
+        recon = reconstruction_nll(logits, x, config).mean()
         loss = recon + config.beta * kl
     if config.sparsity == "l1":
         sparsity = l1_sparsity(posterior.mode()).mean()

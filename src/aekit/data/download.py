@@ -1,28 +1,28 @@
 """Downloading the IDX files of MNIST and Fashion-MNIST, verified by sha256.
 
-Files are streamed to a temporary ``<name>.part-<random>`` file beside the
-destination, hashed while streaming, and moved into place with
-:func:`os.replace` only when the checksum matches, so a partial or wrong file
-never appears under the final name.
+Files are streamed through :func:`aekit.files.atomic_write` (a temporary
+``.<name>.<random>.part`` file beside the destination), hashed while streaming,
+and moved into place only when the checksum matches, so a partial or wrong file
+never appears under the final name. A download that fails removes the folders
+it created for the file, when they are still empty.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import http.client
 import os
-import secrets
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
 
 from tqdm import tqdm
 
 from aekit.errors import AekitError
+from aekit.files import atomic_write
 
 #: Base URLs tried in order; a file's URL is the base followed by its name.
 MIRRORS: dict[str, list[str]] = {
@@ -107,26 +107,6 @@ def verify_file(path: Path, sha256: str) -> None:
         )
 
 
-@contextlib.contextmanager
-def atomic_write(dest: Path) -> Iterator[BinaryIO]:
-    """Open a temporary file beside ``dest`` that replaces ``dest`` on success.
-
-    The temporary ``<dest>.part-<random>`` is flushed, fsynced and renamed over
-    ``dest`` when the block ends normally, and removed if it raises. Errors
-    opening, writing or renaming propagate as :class:`OSError`.
-    """
-    tmp = dest.with_name(f"{dest.name}.part-{secrets.token_hex(4)}")
-    try:
-        with open(tmp, "xb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, dest)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-
-
 def mirror_urls(name: str, mirrors: list[str] | None = None) -> list[str]:
     """Return the mirror base URLs for dataset ``name``.
 
@@ -139,8 +119,8 @@ def mirror_urls(name: str, mirrors: list[str] | None = None) -> list[str]:
     return [m.replace("{name}", name) for m in mirrors]
 
 
-def _stream(url: str, out: BinaryIO, *, desc: str, progress: bool, timeout: float) -> str:
-    """Stream ``url`` into ``out``; return the sha256. Raise _Rejected with a reason."""
+def _stream(url: str, out: BinaryIO, dest: Path, *, progress: bool, timeout: float) -> str:
+    """Stream ``url`` into ``out`` (the file that becomes ``dest``); return the sha256. Raise _Rejected with a reason."""
     digest = hashlib.sha256()
     request = urllib.request.Request(url, headers={"User-Agent": "aekit"})
     try:
@@ -148,7 +128,7 @@ def _stream(url: str, out: BinaryIO, *, desc: str, progress: bool, timeout: floa
             length = response.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
             with tqdm(
-                total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024,
+                total=total, desc=dest.name, unit="B", unit_scale=True, unit_divisor=1024,
                 file=sys.stderr, disable=not progress, leave=False,
             ) as bar:
                 size = 0
@@ -160,7 +140,7 @@ def _stream(url: str, out: BinaryIO, *, desc: str, progress: bool, timeout: floa
                     try:
                         out.write(chunk)
                     except OSError as exc:
-                        raise AekitError(f"cannot write {out.name}: {exc.strerror or exc}") from None
+                        raise AekitError(f"cannot write {dest}: {exc.strerror or exc}") from None
                     bar.update(len(chunk))
             if total is not None and size != total:
                 raise _Rejected(f"connection closed after {size} of {total} bytes")
@@ -187,8 +167,10 @@ def download_file(
     urls : list of str
         Full URLs of the same file, tried in order.
     dest : pathlib.Path
-        Final path; its folder is created if missing. A good existing file is
-        kept (nothing is downloaded); a different existing file is an error.
+        Final path; its folder is created if missing (and removed again, with any
+        parents created for it, if the download fails and leaves it empty). A good
+        existing file is kept (nothing is downloaded); a different existing file is
+        an error.
     sha256 : str
         Expected hex sha256 of the file.
     progress : bool
@@ -207,17 +189,26 @@ def download_file(
         verify_file(dest, sha256)
         return
     try:
+        created = _missing_folders(dest.parent)
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise AekitError(
             f"cannot create folder {dest.parent}: {exc.strerror or exc}; set AEKIT_DATA or pass "
             f"another data folder"
         ) from None
+    try:
+        _try_urls(urls, dest, sha256, progress=progress, timeout=timeout)
+    except AekitError:
+        _remove_empty(created)
+        raise
+
+
+def _try_urls(urls: list[str], dest: Path, sha256: str, *, progress: bool, timeout: float) -> None:
     failures: list[str] = []
     for url in urls:
         try:
             with atomic_write(dest) as out:
-                actual = _stream(url, out, desc=dest.name, progress=progress, timeout=timeout)
+                actual = _stream(url, out, dest, progress=progress, timeout=timeout)
                 if actual != sha256:
                     raise _Rejected(f"checksum mismatch (sha256 {actual})")
             return
@@ -230,6 +221,24 @@ def download_file(
         f"could not download {dest.name}: {reasons} (set {MIRRORS_ENV} to other mirrors, or "
         f"put the file in {dest.parent} yourself)"
     )
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and those of its parents that do not exist yet, deepest first."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove these folders, deepest first, up to the first that is not empty (or cannot be removed)."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 def fetch(
@@ -250,7 +259,7 @@ def fetch(
     name : str
         ``"mnist"`` or ``"fashion-mnist"``.
     dest_dir : pathlib.Path
-        Folder for the files (created if missing).
+        Folder for the files (created if missing; removed again if still empty when a download fails).
     mirrors : list of str, optional
         Base URLs to try in order (see :func:`mirror_urls`).
     progress : bool

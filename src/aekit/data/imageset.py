@@ -1,15 +1,17 @@
-"""In-memory image sets and the conversions every image source goes through.
+"""Image sets and the conversions every image source goes through.
 
-An :class:`ImageSet` always holds ``uint8`` images shaped ``(N, C, H, W)``;
-:func:`to_uint8_images` turns a user's array into that layout and
-:func:`conform` makes a set match a model's channel count and image size.
+An :class:`ImageSet` holds ``uint8`` images shaped ``(N, C, H, W)``, in memory or
+read from disk as they are asked for (see its contract); :func:`to_uint8_images`
+turns a user's array into that layout, :func:`conform` makes images match a
+model's channel count and image size, and :func:`to_unit` gives a model's
+``[0, 1]`` floats.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,8 +20,10 @@ from PIL import Image
 
 from aekit.errors import AekitError, AekitWarning
 
-#: Channel counts an image may have (gray, RGB, RGBA).
+#: Channel counts an image may have (gray, RGB, RGBA): the one definition, for data and configs alike.
 CHANNELS = (1, 3, 4)
+#: Largest image, in pixels (H * W), that is decoded from a file or resized to (as Pillow's ``MAX_IMAGE_PIXELS``).
+MAX_IMAGE_PIXELS = 64 * 2**20
 
 # ITU-R 601-2 luma in 16-bit fixed point, exactly as Pillow's convert("L").
 _LUMA = (19595, 38470, 7471)
@@ -27,19 +31,39 @@ _LUMA = (19595, 38470, 7471)
 
 @dataclass(repr=False)
 class ImageSet:
-    """A set of images with optional integer labels.
+    """A set of ``uint8`` images ``(N, C, H, W)`` with optional integer labels.
+
+    The images are held in memory (``in_memory`` is True and ``images`` is a tensor), or
+    they stay on disk until they are read: a :class:`~aekit.data.stream.StreamedSet`, whose
+    ``images`` read the rows they are indexed with. Either way ``images[index]`` and
+    ``images[a:b]`` give ``uint8 (B, C, H, W)`` tensors and ``images.shape`` describes the
+    whole set; :meth:`subset` selects images without reading them and :meth:`batches` reads
+    a sequence of batches the fastest way for the kind of set. Code that needs every image
+    at once as one tensor checks ``in_memory`` first, never the type of the set.
 
     Attributes
     ----------
     images : torch.Tensor
-        ``uint8`` tensor of shape ``(N, C, H, W)``; made contiguous.
+        ``uint8 (N, C, H, W)``: a contiguous tensor (a streamed set holds
+        :class:`~aekit.data.stream.StreamedImages` instead).
     labels : torch.Tensor or None
         ``int64`` tensor of shape ``(N,)`` (other integer dtypes are cast).
     name : str
         Where the set came from, e.g. ``"mnist-5k/train"``.
     classes : list of str or None
         Label names, where known; label ``i`` is ``classes[i]``.
+
+    Examples
+    --------
+    >>> s = ImageSet(torch.zeros(10, 1, 28, 28, dtype=torch.uint8), None, "zeros")
+    >>> s.shape, len(s), s.in_memory
+    ((1, 28, 28), 10, True)
+    >>> [tuple(b.shape) for b in s.batches([slice(0, 8), torch.tensor([8, 9])])]
+    [(8, 1, 28, 28), (2, 1, 28, 28)]
     """
+
+    #: True: ``images`` is a tensor in memory; False: they are read from disk when indexed (a streamed set).
+    in_memory = True
 
     images: torch.Tensor
     labels: torch.Tensor | None
@@ -86,6 +110,14 @@ class ImageSet:
         labels = None if self.labels is None else self.labels[index]
         return ImageSet(self.images[index], labels, self.name, self.classes)
 
+    def batches(self, index_batches: Sequence, workers: int = 0) -> Iterator[torch.Tensor]:
+        """uint8 ``(B, C, H, W)`` images for each index tensor (or slice) of ``index_batches``, in order.
+
+        ``workers``: processes decoding a streamed image folder ahead (see :mod:`aekit.data.stream`);
+        images in memory need none."""
+        images = self.images  # index_select: much faster than images[b] for a batch of rows
+        return (torch.index_select(images, 0, b) if isinstance(b, torch.Tensor) else images[b] for b in index_batches)
+
     def __repr__(self) -> str:
         labelled = "labelled" if self.labels is not None else "unlabelled"
         return f"{type(self).__name__}({self.name!r}, {len(self)} x {self.shape}, {labelled})"
@@ -97,6 +129,17 @@ class Splits:
 
     train: ImageSet
     test: ImageSet
+
+    def binarized(self, mode: str) -> Splits:
+        """These splits for ``--binarize mode`` (see :func:`binarize_splits`)."""
+        return binarize_splits(self, mode)
+
+
+def to_unit(images: torch.Tensor) -> torch.Tensor:
+    """Images as floats in [0, 1]: uint8 ``(N, C, H, W)`` -> float32 / 255; floating tensors as they are."""
+    if images.dtype == torch.uint8:
+        return images.float().div_(255)
+    return images if images.is_floating_point() else images.float()
 
 
 def check_channels(channels: int | None) -> None:
@@ -113,9 +156,10 @@ def check_image_size(image_size: Sequence[int] | None) -> tuple[int, int] | None
         h, w = (int(v) for v in image_size)
     except (TypeError, ValueError):
         raise AekitError(f"image_size must be two positive integers (H, W), not {image_size!r}") from None
-    if h < 1 or w < 1 or h * w > 64 * 2**20:
+    if h < 1 or w < 1 or h * w > MAX_IMAGE_PIXELS:
         raise AekitError(
-            f"image_size must be two positive integers (H, W) of at most 64 megapixels, not {image_size!r}"
+            f"image_size must be two positive integers (H, W) of at most {MAX_IMAGE_PIXELS >> 20} megapixels, "
+            f"not {image_size!r}"
         )
     return (h, w)
 
@@ -332,11 +376,11 @@ def binarize(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 def binarize_splits(splits: Splits, mode: str) -> Splits:
     """Splits for ``mode``: ``"none"`` leaves them; ``"static"`` draws one fixed binarization of each
     set; ``"dynamic"`` fixes the test set only (training draws a fresh sample of each batch; see
-    :func:`aekit.train.train`). The literature's convention for MNIST likelihoods is "dynamic"."""
+    :func:`aekit.training.loop.fit`). The literature's convention for MNIST likelihoods is "dynamic"."""
     check_binarize(mode)
     if mode == "none":
         return splits
-    if not (isinstance(splits.train.images, torch.Tensor) and isinstance(splits.test.images, torch.Tensor)):
+    if not (splits.train.in_memory and splits.test.in_memory):
         raise AekitError(f"--binarize {mode} needs the images in memory: it does not work with a streamed dataset "
                          "(--stream, or data larger than memory)")
     test = dataclasses.replace(

@@ -1,9 +1,10 @@
 """Image sets larger than memory: read per batch from a ``.npy`` file, or decoded per batch from an image folder.
 
-A streamed set (:class:`StreamedSet`) is an :class:`~aekit.data.imageset.ImageSet` whose ``images`` are
-:class:`StreamedImages`: they have ``len()`` and ``.shape``, and ``images[index]`` or ``images[a:b]`` reads those
-images into a uint8 ``(B, C, H, W)`` tensor, as indexing the in-memory tensor gives. So the training loop gathers
-each batch by index in the same way and the same order from either: a seeded run is the same run streamed or not.
+A streamed set (:class:`StreamedSet`) is an :class:`~aekit.data.imageset.ImageSet` with ``in_memory`` False, whose
+``images`` are :class:`StreamedImages`: they have ``len()`` and ``.shape``, and ``images[index]`` or ``images[a:b]``
+reads those images into a uint8 ``(B, C, H, W)`` tensor, as indexing the in-memory tensor gives (the contract of
+:class:`~aekit.data.imageset.ImageSet`). So the training loop gathers each batch by index (``set.batches``) in the
+same way and the same order from either: a seeded run is the same run streamed or not.
 
 :func:`should_stream` decides: when asked (``--stream``), or when the uint8 images would take more than half of the
 memory available (``MemAvailable``, shared by the processes torchrun starts on the machine). Peak memory then
@@ -22,28 +23,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from aekit.data.formats.images import decode_images
 from aekit.data.imageset import ImageSet, conform, to_uint8_images
-from aekit.training.distributed import local_processes
+from aekit.data.machine import available_memory, local_processes
 from aekit.errors import AekitError
 
 MEMORY_FRACTION = 0.5  # stream when the uint8 images would take more than this share of the available memory
 SCAN_BYTES = 32 << 20  # rows per pass of the value-range scan of a non-uint8 array file
-
-
-def available_memory() -> int | None:
-    """Bytes of memory available to new allocations: ``MemAvailable`` of /proc/meminfo, else the free physical
-    pages (``os.sysconf``); None where neither is known."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
 
 
 def should_stream(nbytes: int, stream: bool | None) -> bool:
@@ -197,16 +183,19 @@ class FolderImages(StreamedImages):
         super().__init__((channels, *image_size), np.arange(len(self.paths)))
 
     def read(self, positions: np.ndarray) -> torch.Tensor:
-        from aekit.data.sources import decode_images
-
         return decode_images([self.paths[i] for i in positions], self.channels, self.image_size)
 
 
 @dataclass(repr=False)
 class StreamedSet(ImageSet):
-    """An :class:`~aekit.data.imageset.ImageSet` whose images stay on disk until a batch is read."""
+    """An :class:`~aekit.data.imageset.ImageSet` whose images stay on disk until a batch is read.
+
+    ``images`` are :class:`StreamedImages` (``in_memory`` is False); :meth:`subset` selects images
+    without reading them and :meth:`batches` reads them, an image folder decoded ahead by ``workers``.
+    """
 
     images: StreamedImages
+    in_memory = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.images, StreamedImages):
@@ -217,17 +206,18 @@ class StreamedSet(ImageSet):
         labels = None if self.labels is None else self.labels[index]
         return StreamedSet(self.images.take(index), labels, self.name, self.classes)
 
+    def batches(self, index_batches: Sequence, workers: int = 0) -> Iterator[torch.Tensor]:
+        return iter_batches(self.images, index_batches, workers)
 
-def iter_batches(images, batches: Sequence, workers: int = 0) -> Iterator[torch.Tensor]:
+
+def iter_batches(images: StreamedImages, batches: Sequence, workers: int = 0) -> Iterator[torch.Tensor]:
     """``images[b]`` for each ``b`` of ``batches`` (index tensors or slices), in order.
 
     A streamed image folder is decoded ahead by ``workers`` DataLoader processes (at most two batches each in
-    flight); anything else is read here, as it is asked for.
+    flight); an array file is read here, as it is asked for.
     """
     if workers > 0 and isinstance(images, FolderImages) and len(batches) > 0:
         return _decoded(images, batches, workers)
-    if isinstance(images, torch.Tensor):  # index_select: 9x faster than images[b] for a batch of 128 rows
-        return (torch.index_select(images, 0, b) if isinstance(b, torch.Tensor) else images[b] for b in batches)
     return (images[b] for b in batches)
 
 

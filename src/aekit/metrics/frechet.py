@@ -23,10 +23,9 @@ import torch.nn.functional as F
 from safetensors.torch import save as st_save
 from torch import nn
 
-from ..run import atomic_write_bytes, atomic_write_json, read_json, read_safetensors
-from ..cpu import tune_cpu
-from ..data import ImageSet, default_data_dir
+from ..data import ImageSet, default_data_dir, to_unit
 from ..errors import AekitError
+from ..files import atomic_write_bytes, atomic_write_json, read_json, read_safetensors
 
 FORMAT = "aekit-classifier"
 FORMAT_VERSION = 1
@@ -59,7 +58,7 @@ class FeatureClassifier(nn.Module):
     def embed(self, images: torch.Tensor, batch_size: int = 1000) -> np.ndarray:
         """Features of (N, C, H, W) images (uint8, or floats in [0, 1]) as a float64 (N, FEATURE_DIM) array."""
         self.eval()
-        out = [self.features(_unit(images[i : i + batch_size])) for i in range(0, len(images), batch_size)]
+        out = [self.features(to_unit(images[i : i + batch_size])) for i in range(0, len(images), batch_size)]
         return torch.cat(out).double().numpy() if out else np.zeros((0, FEATURE_DIM))
 
 
@@ -84,10 +83,6 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
 def _psd_sqrt(cov: np.ndarray) -> np.ndarray:
     values, vectors = np.linalg.eigh((cov + cov.T) / 2)
     return (vectors * np.sqrt(values.clip(min=0))) @ vectors.T
-
-
-def _unit(x: torch.Tensor) -> torch.Tensor:
-    return x.float().div(255) if x.dtype == torch.uint8 else x.float()
 
 
 def dataset_key(name: str, shape: tuple[int, int, int]) -> str:
@@ -200,7 +195,6 @@ def train_classifier(
 ) -> tuple[FeatureClassifier, dict]:
     """Fit a :class:`FeatureClassifier` with Adam: two epochs, but at least ``min_steps`` and at most
     ``max_steps`` steps (mnist-5k: 500 steps, about 8 epochs, 96% test accuracy; MNIST: 2000 steps, 99%)."""
-    tune_cpu()
     t0 = time.perf_counter()
     generator = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng():
@@ -213,12 +207,12 @@ def train_classifier(
     step = 0
     threads = torch.get_num_threads()
     # Batches of 64 small images gain little from intra-op threads, and on a busy machine their spin-waits
-    # cost 5x (mnist-5k: 13 s with one thread, 80+ s with two on two shared cores).
+    # cost several times the work (docs/performance.md).
     torch.set_num_threads(1)
     try:
         while step < steps:
             for index in torch.randperm(len(train), generator=generator).split(batch_size):
-                x = _unit(train.images[index])
+                x = to_unit(train.images[index])
                 loss = F.cross_entropy(net(x), train.labels[index])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -231,7 +225,7 @@ def train_classifier(
     net.eval()
     with torch.inference_mode():
         predictions = torch.cat(
-            [net(_unit(test.images[i : i + 1000])).argmax(1) for i in range(0, len(test), 1000)]
+            [net(to_unit(test.images[i : i + 1000])).argmax(1) for i in range(0, len(test), 1000)]
         )
     accuracy = float((predictions == test.labels).float().mean())
     info = {

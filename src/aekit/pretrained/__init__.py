@@ -12,14 +12,15 @@ Examples
 >>> import aekit
 >>> aekit.pretrained.available()[:2]
 ['fashion-mnist-ae', 'fashion-mnist-dae']
->>> model = aekit.pretrained("mnist-vae")
->>> model.card["metrics"]["psnr_db"] > 10
+>>> run = aekit.pretrained("mnist-vae")
+>>> run.card["metrics"]["psnr_db"] > 10
 True
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import shutil
 import sys
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import AekitError
+from ..run import Run
 
 CARD = "card.json"
 #: The files of a shipped model folder (a run folder without its resume state, plus the card).
@@ -60,22 +62,18 @@ def load(name: str):
 
     Returns
     -------
-    Autoencoder
-        In eval mode, with ``run_config``, ``card`` (a dict) and ``pretrained`` (the name).
+    Run
+        ``run.model`` in eval mode, ``run.config``, ``run.card`` (a dict) and ``run.name``.
 
     Raises
     ------
     AekitError
         If ``name`` is not a shipped model (the message lists the names).
     """
-    from ..run import load as load_run
-
     folder = _folder(name)
     with _as_path(folder) as path:
-        model = load_run(path)
-    model.card = card(name)
-    model.pretrained = name
-    return model
+        run = Run.load(path)
+    return dataclasses.replace(run, path=None, card=card(name), name=name)
 
 
 @contextlib.contextmanager
@@ -98,17 +96,19 @@ def _folder(name: str):
     return resources.files(__name__) / name
 
 
-def measure(model, images, *, noise_std: float = DENOISE_STD) -> dict[str, float]:
+def measure(run: Run, images, *, noise_std: float = DENOISE_STD) -> dict[str, float]:
     """The metrics a card records, on uint8 ``images`` (N, C, H, W); deterministic.
 
     ``loss``/``recon``/``kl``/``sparsity``: mean test loss terms in nats per image (fixed-seed noise, as
     in training); ``mse_per_pixel``/``psnr_db``: reconstruction error of the clean images;
     ``psnr_noisy_db``/``psnr_denoised_db``: Gaussian noise of std ``noise_std`` (seed 0), then denoised.
     """
-    from ..tasks import psnr
+    from ..data import ImageSet
+    from ..metrics.pixels import mean_psnr
     from ..training.loop import evaluate_losses
 
-    losses = evaluate_losses(model, images, model.run_config)
+    model = run.model
+    losses = evaluate_losses(model, ImageSet(images, None, "card"), run.config)
     clean = model.prepare(images)
     recon = model.reconstruct(images)
     noisy, denoised = model.denoise(images, noise_std=noise_std, seed=0)
@@ -116,10 +116,10 @@ def measure(model, images, *, noise_std: float = DENOISE_STD) -> dict[str, float
         "images": len(images),
         **losses,
         "mse_per_pixel": float((clean - recon).pow(2).mean()),
-        "psnr_db": psnr(clean, recon),
+        "psnr_db": mean_psnr(clean, recon),
         "denoise_noise_std": noise_std,
-        "psnr_noisy_db": psnr(noisy, clean),
-        "psnr_denoised_db": psnr(denoised, clean),
+        "psnr_noisy_db": mean_psnr(noisy, clean),
+        "psnr_denoised_db": mean_psnr(denoised, clean),
     }
 
 

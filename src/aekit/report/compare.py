@@ -8,9 +8,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .. import run as ckpt
 from ..errors import AekitError
 from ..evaluate import ensure_metrics
+from ..files import atomic_write_bytes
+from ..run import CONFIG
 
 # (label, path into metrics.json, format)
 ROWS: tuple[tuple[str, tuple[str, ...], str], ...] = (
@@ -87,8 +88,8 @@ def compare(
         raise AekitError("compare needs at least one run folder")
     paths = [Path(p) for p in run_dirs]
     for p in paths:
-        if not (p / ckpt.CONFIG).is_file():
-            raise AekitError(f"{p} is not a run folder (no {ckpt.CONFIG})")
+        if not (p / CONFIG).is_file():
+            raise AekitError(f"{p} is not a run folder (no {CONFIG})")
     all_metrics = []
     for p in paths:
         if log:
@@ -138,6 +139,6 @@ def write_comparison(table: dict[str, Any], out: str | os.PathLike) -> list[Path
     if not out.parent.exists():
         raise AekitError(f"folder {out.parent} does not exist")
     md, js = out.with_suffix(".md"), out.with_suffix(".json")
-    ckpt.atomic_write_bytes(md, to_markdown(table).encode("utf-8"))
-    ckpt.atomic_write_bytes(js, (json.dumps(table, indent=2) + "\n").encode("utf-8"))
+    atomic_write_bytes(md, to_markdown(table).encode("utf-8"))
+    atomic_write_bytes(js, (json.dumps(table, indent=2) + "\n").encode("utf-8"))
     return [md, js] if out.suffix == ".md" else [js, md]

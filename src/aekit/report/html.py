@@ -12,17 +12,19 @@ import base64
 import datetime
 import os
 from collections.abc import Callable
-from html import escape
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from .. import run as ckpt
-from ..cpu import tune_cpu
+from .._version import __version__
 from ..data import Splits
 from ..evaluate import ensure_metrics, load_run_splits
+from ..files import atomic_write_bytes
+from ..run import Run
 from .figures import FIGURES_DIR, make_figures
+from .tables import escape_html as _e
+from .tables import number as _num
+from .verdict import verdict
 
 REPORT_FILE = "report.html"
 FAMILY_NAMES = {
@@ -96,11 +98,10 @@ def report(
     >>> aekit.report("runs/vae-mlp-mnist-5k-1")   # doctest: +SKIP
     PosixPath('runs/vae-mlp-mnist-5k-1/report.html')
     """
-    tune_cpu()
     run_dir = Path(run_dir)
-    model = ckpt.load(run_dir)
+    run = Run.load(run_dir)
     if splits is None:
-        splits = load_run_splits(model, data=data, data_dir=data_dir, progress=progress)
+        splits = load_run_splits(run, data=data, data_dir=data_dir, progress=progress)
     metrics = ensure_metrics(
         run_dir, data=data, data_dir=data_dir, splits=splits, iw_samples=iw_samples, limit=limit, seed=seed,
         progress=progress, log=log,
@@ -109,29 +110,15 @@ def report(
     n_test = metrics.get("settings", {}).get("test_images")
     if n_test and n_test < len(splits.test):
         shown = Splits(splits.train, splits.test.subset(torch.arange(n_test)))
-    index = make_figures(model, shown, run_dir / FIGURES_DIR, metrics=metrics,
+    index = make_figures(run, shown, run_dir / FIGURES_DIR, metrics=metrics,
                          seed=metrics.get("settings", {}).get("seed", 0), log=log)
-    page = render_html(model, metrics, index, run_dir / FIGURES_DIR)
+    page = render_html(run, metrics, index, run_dir / FIGURES_DIR)
     path = run_dir / REPORT_FILE
-    ckpt.atomic_write_bytes(path, page.encode("utf-8"))
+    atomic_write_bytes(path, page.encode("utf-8"))
     return path
 
 
 # ----- HTML -----
-
-
-def _e(value: Any) -> str:
-    return escape(str(value), quote=True)
-
-
-def _num(value: Any, spec: str = ".4g") -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, (int, float)):
-        return format(value, spec)
-    return _e(value)
 
 
 def _table(header: list[str], rows: list[list[str]], numeric_from: int = 1) -> str:
@@ -146,98 +133,6 @@ def _table(header: list[str], rows: list[list[str]], numeric_from: int = 1) -> s
         for row in rows
     )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _verdict(metrics: dict, history: list[dict] | None = None) -> list[str]:
-    """Plain-language sentences (HTML) for the top of the report."""
-    out = []
-    r, p = metrics.get("reconstruction", {}), metrics.get("pca", {})
-    if r and p:
-        ratio = r["mse_per_pixel"] / p["mse_per_pixel"] if p["mse_per_pixel"] > 0 else float("inf")
-        if p.get("beats_pca"):
-            judgement = f'<span class="good">beats PCA</span> on MSE ({100 * (1 - ratio):.0f}% lower)'
-        else:
-            judgement = f'<span class="bad">does not beat PCA</span> on MSE ({100 * (ratio - 1):.0f}% higher)'
-        pairs = (("mean PSNR", r["psnr_db"], p["psnr_db"]), ("SSIM", r.get("ssim"), p.get("ssim")))
-        better = [
-            name for name, ours, theirs in pairs
-            if ours is not None and theirs is not None and (ours > theirs) != bool(p.get("beats_pca"))
-        ]
-        if better:
-            judgement += (
-                f", though its {' and '.join(better)} {'are' if len(better) > 1 else 'is'} "
-                + ("lower" if p.get("beats_pca") else "higher")
-                + ": the two spread their errors differently over the images"
-            )
-        out.append(
-            f"<b>Reconstruction.</b> Test MSE {r['mse_per_pixel']:.4f} per pixel (PSNR {r['psnr_db']:.1f} dB, "
-            f"SSIM {_num(r.get('ssim'), '.3f')}). PCA with the same {p['n_components']} dimensions, fitted on the "
-            f"training images, gets {p['mse_per_pixel']:.4f} ({p['psnr_db']:.1f} dB, "
-            f"SSIM {_num(p.get('ssim'), '.3f')}). "
-            f"The model {judgement}."
-        )
-    g = metrics.get("generation", {})
-    if g:
-        out.append(
-            f"<b>Samples.</b> Drawn from {_e(g['sample_source'])}, they are at Fréchet classifier distance "
-            f"<b>{g['frechet_classifier_distance']:.1f}</b> from the test images (lower is better). For scale: the "
-            f"model's reconstructions of those test images score {g['frechet_reconstructions']:.1f}, and as many real "
-            f"training images {g['frechet_train_images']:.1f} (the noise floor of {g['images']} images)."
-        )
-    if g and g.get("frechet_diagonal_gaussian") is not None:
-        out.append(
-            f"<b>Latent structure.</b> Decoded draws from a diagonal Gaussian fitted to the training codes score "
-            f"{g['frechet_diagonal_gaussian']:.1f}, decoded midpoints between two test codes "
-            f"{g['frechet_midpoints']:.1f}: both stay low only if the codes fill a simple, factorised region with "
-            "no holes, which is what a VAE's KL term asks for."
-        )
-    d = metrics.get("denoising", {})
-    trained = [lv for lv in d.get("levels", []) if lv.get("trained_level")]
-    if trained:
-        lv = trained[0]
-        out.append(
-            f"<b>Denoising.</b> At its training noise level σ = {lv['noise_std']:g}, the model takes noisy test "
-            f"images from {lv['psnr_noisy_db']:.1f} dB to {lv['psnr_denoised_db']:.1f} dB PSNR "
-            f"({lv['gain_db']:+.1f} dB)."
-        )
-    rep = metrics.get("representation", {})
-    if "codes" in rep:
-        c, pc, px = rep["codes"], rep.get("pca"), rep.get("pixels")
-        text = (
-            f"<b>Codes as features.</b> A linear probe on the {c['dim']}-D codes classifies "
-            f"{100 * c['linear_probe_accuracy']:.1f}% of the test images (5-NN: {100 * c['knn_accuracy']:.1f}%)"
-        )
-        if pc and px:
-            text += (
-                f"; PCA with as many dimensions: {100 * pc['linear_probe_accuracy']:.1f}% "
-                f"({100 * pc['knn_accuracy']:.1f}%); raw pixels: {100 * px['linear_probe_accuracy']:.1f}% "
-                f"({100 * px['knn_accuracy']:.1f}%)"
-            )
-        out.append(text + ".")
-    v = metrics.get("variational", {})
-    if v:
-        out.append(
-            f"<b>Likelihood.</b> Importance-weighted NLL {v['iw_nll_nats']:.1f} nats per image "
-            f"({v['iw_nll_bits_per_dim']:.3f} bits/dim, K = {v['iw_samples']}) against a negative ELBO of "
-            f"{v['neg_elbo_nats']:.1f}; {v['active_units']} of {v['latent_dim']} latent units are active."
-        )
-    s = metrics.get("sparsity", {})
-    if s:
-        target = s.get("target_activation")
-        out.append(
-            f"<b>Sparsity.</b> Mean activation {s['mean_activation']:.3f}"
-            + (f" (target {target:g})" if target is not None else "")
-            + f"; {100 * s['fraction_below_0.05']:.0f}% of activations are below 0.05; "
-            f"{s['dead_units']} of {s['latent_dim']} units are dead."
-        )
-    if history and len(history) >= 2 and "test_loss" in history[-1] and "test_loss" in history[-2]:
-        before, last = history[-2]["test_loss"], history[-1]["test_loss"]
-        if last < before - 0.01 * abs(before):
-            out.append(
-                f"<b>Training.</b> The test loss was still falling in the last epoch ({before:.1f} → {last:.1f} nats "
-                "per image): the model is probably undertrained; more epochs should improve these numbers."
-            )
-    return out
 
 
 def _metric_tables(metrics: dict) -> str:
@@ -338,8 +233,7 @@ def _config_tables(config) -> str:
         + '<div class="grid4">' + "".join(tables) + "</div>"
 
 
-def _training_summary(run_dir: Path) -> str:
-    rows = ckpt.read_jsonl(run_dir / ckpt.METRICS)
+def _training_summary(rows: list[dict]) -> str:
     if not rows:
         return ""
     last = rows[-1]
@@ -350,13 +244,9 @@ def _training_summary(run_dir: Path) -> str:
     )
 
 
-def render_html(model, metrics: dict, index: list[dict], figures_dir: Path) -> str:
+def render_html(run: Run, metrics: dict, index: list[dict], figures_dir: Path) -> str:
     """The report page as a string; figures are read from ``figures_dir`` and embedded."""
-    from .. import __version__
-
-    config = model.run_config
-    run_dir = Path(model.run_dir)
-    m = config.model
+    config, m = run.config, run.config.model
     name = FAMILY_NAMES.get(config.family, config.family)
     settings = metrics.get("settings", {})
     latent = f"{m.latent_dim}-D {'Gaussian' if m.latent == 'gaussian' else 'deterministic'} latent" + (
@@ -368,7 +258,7 @@ def render_html(model, metrics: dict, index: list[dict], figures_dir: Path) -> s
             latent,
             f"{config.objective.likelihood} likelihood",
             f"data {config.data.data} ({m.channels}×{m.height}×{m.width})",
-            f"epoch {model.epoch}",
+            f"epoch {run.epoch}",
         ]
     )
     evaluated = (
@@ -376,7 +266,7 @@ def render_html(model, metrics: dict, index: list[dict], figures_dir: Path) -> s
         + (f", K = {settings['iw_samples']} importance samples" if settings.get("iw_samples") else "")
         + f") in {metrics.get('seconds', {}).get('total', 0):.0f} s."
     )
-    training = _training_summary(run_dir)
+    training = _training_summary(run.history)
     skipped = "".join(
         f"<li>{_e(group)}: {_e(reason)}</li>" for group, reason in metrics.get("skipped", {}).items()
         if reason != "not asked for"
@@ -393,21 +283,21 @@ def render_html(model, metrics: dict, index: list[dict], figures_dir: Path) -> s
             f'<figure><img src="{uri}" alt="{_e(entry["title"])}">'
             f'<figcaption><b>{_e(entry["title"])}.</b> {_e(entry["caption"])}</figcaption></figure>'
         )
-    verdict = "".join(f"<p>{sentence}</p>" for sentence in _verdict(metrics, ckpt.read_jsonl(run_dir / ckpt.METRICS)))
+    judgement = "".join(f"<p>{sentence}</p>" for sentence in verdict(metrics, run.history))
     stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{_e(name)}: {_e(run_dir.name)} (aekit report)</title>
+<title>{_e(name)}: {_e(run.label)} (aekit report)</title>
 <style>{CSS}</style>
 </head>
 <body>
 <main>
-<h1>{_e(name)} <span style="color:#8a93a3;font-weight:400">{_e(run_dir.name)}</span></h1>
+<h1>{_e(name)} <span style="color:#8a93a3;font-weight:400">{_e(run.label)}</span></h1>
 <p class="sub">{_e(subtitle)}</p>
-<div class="verdict">{verdict}</div>
+<div class="verdict">{judgement}</div>
 <p class="sub">{_e(evaluated)}{' Training: ' + _e(training) + '.' if training else ''}</p>
 <h2>Metrics</h2>
 {_metric_tables(metrics)}
@@ -416,7 +306,7 @@ def render_html(model, metrics: dict, index: list[dict], figures_dir: Path) -> s
 {''.join(figures)}
 <h2>Configuration</h2>
 {_config_tables(config)}
-<footer>aekit {_e(__version__)} · report written {_e(stamp)} · run folder {_e(run_dir)}</footer>
+<footer>aekit {_e(__version__)} · report written {_e(stamp)} · run folder {_e(run.path)}</footer>
 </main>
 </body>
 </html>

@@ -22,12 +22,11 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 
 from ..errors import AekitError
-from ..core.model import Autoencoder
+from ..run import Run
 from .app import LOOPBACK, build_app
 from .explorer import MAP_MAX, Explorer
 
@@ -35,21 +34,19 @@ __all__ = ["Explorer", "Running", "bind", "build_app", "make_explorer", "serve",
 
 
 def make_explorer(
-    model: Autoencoder, *, data: str | None = None, data_dir: str | None = None, limit: int | None = None
+    run: Run, *, data: str | None = None, data_dir: str | None = None, limit: int | None = None
 ) -> Explorer:
     """An :class:`Explorer` over the test split of the run's data (or of ``data``), first ``limit`` images."""
     from ..evaluate import load_run_splits
 
     if limit is not None and limit < 1:
         raise AekitError(f"--limit must be >= 1 (got {limit})")
-    test = load_run_splits(model, data=data, data_dir=data_dir, progress=False).test
+    test = load_run_splits(run, data=data, data_dir=data_dir, progress=False).test
     n = min(len(test), limit or MAP_MAX, MAP_MAX)
     if n < 2:
-        raise AekitError(f"the test split of {data or model.run_config.data.data} holds {n} image; the map needs 2")
+        raise AekitError(f"the test split of {data or run.config.data.data} holds {n} image; the map needs 2")
     test = test.subset(torch.arange(n))
-    run_dir = getattr(model, "run_dir", None)
-    name = getattr(model, "pretrained", None) or (Path(run_dir).name if run_dir else "model")
-    return Explorer(model, test, name=name, data_name=data or model.run_config.data.data)
+    return Explorer(run, test, name=run.label, data_name=data or run.config.data.data)
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -80,7 +77,7 @@ def _server(explorer: Explorer, host: str):
 
 
 def serve(
-    model: Autoencoder,
+    run: Run,
     *,
     host: str = "127.0.0.1",
     port: int = 8000,
@@ -89,11 +86,11 @@ def serve(
     limit: int | None = None,
     log: Callable[[str], None] | None = None,
 ) -> None:
-    """Run the explorer for ``model`` until Ctrl-C.
+    """Run the explorer for ``run`` until Ctrl-C.
 
     Parameters
     ----------
-    model : Autoencoder
+    run : Run
         A loaded run (``aekit.load``) or shipped model (``aekit.pretrained``).
     host, port : str, int
         Where to listen; 127.0.0.1 (this machine only) unless told otherwise.
@@ -105,7 +102,7 @@ def serve(
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     sock = bind(host, port)  # before the slow part: a busy port fails at once
     try:
-        explorer = make_explorer(model, data=data, data_dir=data_dir, limit=limit)
+        explorer = make_explorer(run, data=data, data_dir=data_dir, limit=limit)
         server = _server(explorer, host)
         log(f"aekit explorer: {explorer.name} on {len(explorer)} test images of {explorer.data_name}")
         log(f"open {url(sock)}  (Ctrl-C stops)" + ("" if host in LOOPBACK

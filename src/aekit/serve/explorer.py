@@ -16,7 +16,7 @@ import torch
 
 from ..data import ImageSet
 from ..imaging import to_pil
-from ..core.model import Autoencoder
+from ..run import Run
 
 MAP_MAX = 10_000  # test images on the map
 SLIDERS = 8  # latent dimensions with sliders
@@ -54,8 +54,8 @@ class Explorer:
 
     Parameters
     ----------
-    model : Autoencoder
-        A loaded model (``aekit.load`` or ``aekit.pretrained``).
+    run : Run
+        A loaded run (``aekit.load`` or ``aekit.pretrained``).
     test : ImageSet
         Images already conformed to the model's shape; the first ``MAP_MAX`` are used.
     name : str
@@ -64,8 +64,9 @@ class Explorer:
         What the page calls the data.
     """
 
-    def __init__(self, model: Autoencoder, test: ImageSet, *, name: str, data_name: str) -> None:
-        self.model = model.eval()
+    def __init__(self, run: Run, test: ImageSet, *, name: str, data_name: str) -> None:
+        model = self.model = run.model.eval()
+        self.family = run.config.family
         self.name, self.data_name = name, data_name
         self.images = test.images[:MAP_MAX]  # uint8 (N, C, H, W)
         self.labels = test.labels[:MAP_MAX] if test.labels is not None else None
@@ -77,8 +78,7 @@ class Explorer:
         self.mean, self.axes, self.explained = projection(self.codes)
         self.points = self.to_map(self.codes)
         self.sliders = self._sliders()
-        objective = getattr(getattr(model, "run_config", None), "objective", None)
-        self.noise_std = float(objective.noise_std) if objective is not None and objective.noise_std else 0.5
+        self.noise_std = float(run.config.objective.noise_std) or 0.5  # the page's default sigma
 
     @property
     def latent_dim(self) -> int:
@@ -136,7 +136,7 @@ class Explorer:
                    "projection; dots are test codes projected onto that plane.")
         return {
             "name": self.name,
-            "family": getattr(getattr(model, "run_config", None), "family", None),
+            "family": self.family,
             "variational": variational,
             "latent_dim": self.latent_dim,
             "image_shape": list(model.config.image_shape),

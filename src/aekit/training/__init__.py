@@ -1,0 +1,1 @@
+"""Training: the in-memory loop, how a step is computed, stopping and resuming, several processes."""

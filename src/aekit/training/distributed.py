@@ -42,19 +42,6 @@ def env_world() -> tuple[int, int, int]:
         raise AekitError("RANK, WORLD_SIZE and LOCAL_RANK must be integers (they are set by torchrun)") from None
 
 
-def is_main_process() -> bool:
-    """Whether this process is rank 0 (or not under torchrun): the one that prints and writes."""
-    return env_world()[0] == 0
-
-
-def local_processes() -> int:
-    """How many processes of this job share this machine (torchrun's ``LOCAL_WORLD_SIZE``; 1 without torchrun)."""
-    try:
-        return max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-    except ValueError:
-        return 1
-
-
 def pick_device(device: str = "auto", local_rank: int = 0) -> torch.device:
     """``auto``: this process's GPU (``cuda:LOCAL_RANK``) when PyTorch sees one, else the CPU."""
     if device not in DEVICES:
@@ -272,14 +259,6 @@ def _to_cpu(obj: Any) -> Any:
     return obj
 
 
-_current = World()
-
-
-def current() -> World:
-    """The world of the :func:`process_group` this process is in (the single process outside one)."""
-    return _current
-
-
 @contextlib.contextmanager
 def process_group(device: str = "auto") -> Iterator[World]:
     """Join the run's process group for the duration of the block (torchrun's environment decides).
@@ -288,7 +267,6 @@ def process_group(device: str = "auto") -> Iterator[World]:
     CPU-side messages. A group the caller already started is used and left running; one started here is
     destroyed on leaving. Without torchrun's variables (or with one process) this yields the single process.
     """
-    global _current
     rank, size, local_rank = env_world()
     if size > 1 and not dist.is_available():
         raise AekitError("this PyTorch build has no torch.distributed: run a single process")
@@ -309,10 +287,8 @@ def process_group(device: str = "auto") -> Iterator[World]:
         rank, size = dist.get_rank(), dist.get_world_size()
         control = dist.new_group(backend="gloo")  # keeps control messages off the gradients' group
         world = World(rank=rank, size=size, local_rank=local_rank, device=target, control=control)
-    previous, _current = _current, world
     try:
         yield world
     finally:
-        _current = previous
         if started and dist.is_initialized():
             dist.destroy_process_group()

@@ -1,7 +1,7 @@
 """A hand-written training step for MLP autoencoders: forward, backward and Adam, without autograd.
 
-At batch 128 the reference VAE (784-400-20) spends about 1.9 ms of a step in its matrix multiplies
-and, under autograd, as long again in bookkeeping: graph nodes, dozens of µs-sized element-wise
+At batch 128 the reference VAE (784-400-20) spends, under autograd, about as long in bookkeeping as in its
+matrix multiplies (docs/performance.md has the measurements): graph nodes, dozens of µs-sized element-wise
 kernels, fresh allocations for every activation and gradient, and the optimizer's Python side. For an
 MLP the backward pass is short enough to write out. This step
 
@@ -10,15 +10,16 @@ MLP the backward pass is short enough to write out. This step
   state are the usual ones, and checkpoints and resume do not know which step ran);
 * calls the fused Adam kernel on those lists directly when the optimizer is a fused Adam.
 
-It computes what autograd computes for :func:`aekit.objectives.loss_with_noise` (``tests/test_fastmlp.py``
+It computes what autograd computes for :func:`aekit.core.objectives.loss_with_noise` (``tests/test_fastmlp.py``
 compares the two on every supported combination): the MLP backbones with ReLU, leaky ReLU or tanh,
 point codes (optionally sigmoid, with L1 or KL sparsity) or a diagonal Gaussian posterior, Bernoulli or
-Gaussian likelihood, any input corruption. :func:`unsupported` says why anything else is not, and the
+Gaussian likelihood, any input corruption. :func:`supports` says why anything else is not, and the
 training loop then uses autograd.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import NamedTuple
 
@@ -27,21 +28,44 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.latent import LOGVAR_RANGE
-from ..core.nets import LEAKY_SLOPE
+from ..core.likelihoods import LIKELIHOODS, bernoulli_nll, gaussian_nll
+from ..core.nets import LEAKY_SLOPE, MLPDecoder, MLPEncoder
 from ..core.objectives import KL_SPARSITY_EPS, apply_corruption, kl_sparsity, l1_sparsity
 
 _aten = torch.ops.aten
 
-ACTIVATIONS = ("relu", "leaky_relu", "tanh")
+ANY = None  # any value of the field: the step reads it as it is
+# What this step implements, field by field. Every field of the model's and the objective's configs must be
+# listed with the values it handles: a value not listed, or a field added to a config since, fails closed
+# (supports() gives the reason and the run trains by autograd) instead of training with wrong gradients.
+MODEL_FIELDS: dict[str, tuple | None] = {
+    "arch": ("mlp",), "activation": ("relu", "leaky_relu", "tanh"), "latent": ("point", "gaussian"),
+    "code_activation": ("none", "sigmoid"), "channels": ANY, "height": ANY, "width": ANY, "latent_dim": ANY,
+    "hidden": ANY, "code_scale": ANY,
+}
+OBJECTIVE_FIELDS: dict[str, tuple | None] = {
+    "likelihood": ("bernoulli", "gaussian"), "gaussian_std": ANY, "beta": ANY, "importance_samples": (1,),
+    "noise_std": ANY, "noise_std_min": ANY, "mask_prob": ANY, "salt_pepper": ANY,
+    "sparsity": ("none", "l1", "kl"), "sparsity_weight": ANY, "sparsity_target": ANY,
+}
+LIKELIHOOD_FUNCTIONS = {"bernoulli": bernoulli_nll, "gaussian": gaussian_nll}  # the functions written out below
 
 
-def unsupported(model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> str | None:
-    """Why the hand-written step cannot train ``model`` (``None``: it can)."""
-    config = model.config
-    if config.arch != "mlp":
-        return f"the {config.arch} backbone"
-    if config.activation not in ACTIVATIONS:
-        return f"the {config.activation} activation"
+def supports(model: nn.Module, objective, optimizer: torch.optim.Optimizer | None = None) -> str | None:
+    """Why this step cannot train ``model`` on ``objective`` with ``optimizer`` (``None``: it can, exactly as
+    autograd would). The one place that decides it: the training loop asks here and nowhere else."""
+    for part, fields in ((model.config, MODEL_FIELDS), (objective, OBJECTIVE_FIELDS)):
+        for f in dataclasses.fields(part):
+            value = getattr(part, f.name)
+            if f.name not in fields:
+                return f"the option {f.name}"
+            allowed = fields[f.name]
+            if allowed is not ANY and value not in allowed:
+                return f"{f.name} {value!r}"
+    if LIKELIHOODS[objective.likelihood].nll is not LIKELIHOOD_FUNCTIONS[objective.likelihood]:
+        return f"the {objective.likelihood} likelihood as registered now"
+    if not (isinstance(model.encoder, MLPEncoder) and isinstance(model.decoder, MLPDecoder)):
+        return "backbones other than aekit's MLPs"
     first = next(model.parameters())
     if first.device.type != "cpu" or first.dtype != torch.float32:
         return "parameters not float32 on the CPU"
@@ -56,13 +80,13 @@ class MLPStep:
     """``step(x, noise) -> (loss, recon, kl, sparsity)``: one forward, backward and optimizer update.
 
     ``x``: clean images (B, C, H, W) in [0, 1]; ``noise``: the step's draws from
-    :func:`aekit.objectives.draw_noise`. The gradients land in each parameter's ``.grad``
+    :func:`aekit.core.objectives.draw_noise`. The gradients land in each parameter's ``.grad``
     (overwritten, never accumulated); :meth:`gradients` stops there, :meth:`update` clips them
     (``grad_clip``) and applies the optimizer; calling the step does both.
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, objective, *, grad_clip: float = 0.0) -> None:
-        reason = unsupported(model, optimizer)
+        reason = supports(model, objective, optimizer)
         if reason is not None:
             raise ValueError(f"the hand-written MLP step does not support {reason}")
         self.model, self.optimizer, self.objective, self.grad_clip = model, optimizer, objective, grad_clip
@@ -175,7 +199,8 @@ class MLPStep:
                 nats = -F.softplus(-neg).sum().item()
             recon = (torch.dot(neg.view(-1), target).item() - nats) / batch
             delta, scale = u.add_(target.view(batch, -1)).sub_(1.0), -1.0 / batch  # u + x - 1 = -(sigmoid(l) - x)
-        else:  # 1/2 ((x - m) / s)^2 + log s + 1/2 log 2 pi, m = sigmoid(l); gradient (m - x) m (1 - m) / s^2
+        else:  # "gaussian" (supports() admits no other): 1/2 ((x - m) / s)^2 + log s + 1/2 log 2 pi, m = sigmoid(l);
+            # gradient (m - x) m (1 - m) / s^2
             s = objective.gaussian_std
             logits = torch.addmm(out_layer.bias, g, out_layer.weight_t, out=buf[f"d{last}"])
             m = torch.sigmoid(logits, out=buf["pixels"])
@@ -231,7 +256,7 @@ class MLPStep:
             grad = (-rho / rho_hat + (1 - rho) / (1 - rho_hat)) * ((raw >= eps) & (raw <= 1 - eps))
             dcode.add_(grad, alpha=weight / batch)  # (D,) broadcast over the batch: d rho_hat_j / d code_ij = 1/B
             return dcode, kl_sparsity(code, rho).item()
-        return dcode, 0.0
+        return dcode, 0.0  # "none" (supports() admits no other)
 
     def _act(self, h: torch.Tensor) -> torch.Tensor:
         if self.activation == "relu":
@@ -244,7 +269,7 @@ class MLPStep:
         """``d`` (gradient w.r.t. the activation's output ``out``) -> gradient w.r.t. its input, in place.
 
         ATen's own backward kernels, in their ``out=`` form: one pass, where ``d.mul_(out > 0)`` makes
-        three (the mask, its conversion to float, the product) and takes 8x as long."""
+        three (the mask, its conversion to float, the product)."""
         if self.activation == "relu":
             return _aten.threshold_backward.grad_input(d, out, 0.0, grad_input=d)
         if self.activation == "leaky_relu":  # its result has the sign of its input
@@ -308,7 +333,7 @@ def _linear_backward(layer: _Layer, delta: torch.Tensor, inputs: torch.Tensor, s
 
 def _fused_adam_state(optimizer: torch.optim.Optimizer, params: list[torch.Tensor]) -> bool | None:
     """True when the optimizer is a plain fused Adam over exactly ``params`` (its kernel is then called
-    directly, skipping ~0.2 ms of Python per step); ``None`` to call ``optimizer.step()``."""
+    directly, skipping the optimizer's Python side); ``None`` to call ``optimizer.step()``."""
     if type(optimizer) is not torch.optim.Adam or not hasattr(torch, "_fused_adam_"):
         return None
     group = optimizer.param_groups[0]

@@ -1,11 +1,15 @@
-"""Fuzz the loaders a stranger's file reaches: IDX parser, image folder, array file, checkpoint.
+"""Fuzz the loaders a stranger's file reaches: IDX parser, image folder, array file, checkpoint, run config,
+``.npy`` headers, and text files given binary names.
 
-    python bench/fuzz.py                 # 2,500 mutated inputs per loader (10,000 in all)
+    python bench/fuzz.py                 # 2,000 mutated inputs per target (16,000 in all)
     python bench/fuzz.py --per-target 500
 
-Each input is a valid seed file with random mutations (bit flips, overwritten bytes, truncation,
-inserted garbage, header fields set to extreme values). Every one must either load or raise
-``AekitError``; anything else is a bug and is printed with the seed that reproduces it.
+Each input is a valid seed file with random mutations (bit flips, overwritten bytes, truncation, inserted
+garbage, header fields set to extreme values); three targets mutate by structure instead: a run's
+``config.json`` gets JSON of any nesting and size in place of any value, a ``.npy`` file gets headers that lie
+about the shape and type of the data that follows, and text (CSV, JSON, prose) is saved under every binary
+name aekit reads (``.npy``, ``.npz``, ``.png``, ``model.safetensors``). Every input must either load or raise
+``AekitError`` with a one-line message; anything else is a bug and is printed with the seed that reproduces it.
 Writes ``bench/results/fuzz.json``.
 """
 
@@ -116,15 +120,9 @@ def target_array(work: Path) -> tuple[bytes, Callable[[bytes], None]]:
 def target_checkpoint(work: Path) -> tuple[bytes, Callable[[bytes], None]]:
     import shutil
 
-    import torch
-
     import aekit
 
-    seed_run = work / "seed-run"
-    if not seed_run.exists():
-        images = torch.randint(0, 256, (40, 1, 6, 6), dtype=torch.uint8)
-        splits = aekit.Splits(aekit.ImageSet(images[:30], None, "t"), aekit.ImageSet(images[30:], None, "v"))
-        aekit.train("vae", out=seed_run, epochs=1, hidden=(8,), latent_dim=2, splits=splits, progress=False, log=None)
+    seed_run = _seed_run(work)
     run_dir = work / "run"
     shutil.copytree(seed_run, run_dir, dirs_exist_ok=True)
     model_bytes = (seed_run / "model.safetensors").read_bytes()
@@ -141,13 +139,178 @@ def target_checkpoint(work: Path) -> tuple[bytes, Callable[[bytes], None]]:
     return model_bytes + marker + config_bytes, run
 
 
+def _seed_run(work: Path) -> Path:
+    import torch
+
+    import aekit
+
+    seed_run = work / "seed-run"
+    if not seed_run.exists():
+        images = torch.randint(0, 256, (40, 1, 6, 6), dtype=torch.uint8)
+        splits = aekit.Splits(aekit.ImageSet(images[:30], None, "t"), aekit.ImageSet(images[30:], None, "v"))
+        aekit.train("vae", out=seed_run, epochs=1, hidden=(8,), latent_dim=2, splits=splits, progress=False, log=None)
+    return seed_run
+
+
+def nested_json(rng: random.Random) -> str:
+    """A JSON value of any nesting and size, written out by hand (``json.dumps`` itself stops at deep nesting)."""
+    kind = rng.randrange(9)
+    depth = rng.choice([1, 2, 50, 1000, 100_000])
+    if kind == 0:
+        return "[" * depth + "]" * depth
+    if kind == 1:
+        return '{"a":' * depth + "0" + "}" * depth
+    if kind == 2:
+        return str(rng.choice([10**400, -(10**400), 2**63, -1, 0]))
+    if kind == 3:
+        return rng.choice(["1e999", "-1e999", "NaN", "Infinity", "-0.0", "1.5"])
+    if kind == 4:
+        return json.dumps("x" * rng.choice([0, 1, 10**6]))
+    if kind == 5:
+        return rng.choice(["null", "true", "false", "[]", "{}", '[1, "2", null]'])
+    if kind == 6:
+        return "[" + ",".join(str(rng.randint(-3, 70000)) for _ in range(rng.choice([1, 2, 3, 10**5]))) + "]"
+    if kind == 7:
+        return '{"' + "k" * 1000 + '": 1}'
+    return json.dumps({"model": {"hidden": [8]}, "extra": [[{}]]})
+
+
+def mutate_config(data: bytes, rng: random.Random) -> bytes:
+    """Replace one to three values of a JSON config (at any depth) with :func:`nested_json` values."""
+    config = json.loads(data)
+    paths = []
+
+    def walk(node, path):
+        paths.append(path)
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, (*path, key))
+
+    walk(config, ())
+    marker = "\u0000fuzz{}\u0000"
+    replaced = []
+    for i in range(rng.randint(1, 3)):
+        path = rng.choice(paths[1:])
+        node = config
+        for key in path[:-1]:
+            node = node[key] if isinstance(node, dict) and key in node else None
+            if node is None:
+                break
+        if isinstance(node, dict) and path[-1] in node:
+            node[path[-1]] = marker.format(i)
+            replaced.append(nested_json(rng))
+    text = json.dumps(config)
+    for i, value in enumerate(replaced):
+        text = text.replace(json.dumps(marker.format(i)), value)
+    return text.encode()
+
+
+def target_config(work: Path) -> tuple[bytes, Callable[[bytes], None]]:
+    import shutil
+
+    import aekit
+
+    seed_run = _seed_run(work)
+    run_dir = work / "config-run"
+    shutil.copytree(seed_run, run_dir, dirs_exist_ok=True)
+
+    def run(data: bytes) -> None:
+        (run_dir / "config.json").write_bytes(data)
+        aekit.load(run_dir)
+
+    return (seed_run / "config.json").read_bytes(), run
+
+
+def mutate_npy_header(data: bytes, rng: random.Random) -> bytes:
+    """A ``.npy`` whose header lies: another shape (huge, negative, empty, many axes) or type, same data."""
+    if rng.random() < 0.2:
+        return mutate(data, rng)
+    header_len = int.from_bytes(data[8:10], "little")
+    body = data[10 + header_len :]
+    shape = rng.choice([(2**31, 6, 6), (10**12,), (4, 6, 6, 10**6), (-1, 6, 6), (), (0, 6, 6), (4, 6, 7),
+                        (4,) * 40, (2**62, 2**62), (4, 6, 6)])
+    descr = rng.choice(["|u1", "<f8", "<i8", "|b1", "<c16", "O", "|V4", "<U10", "|u1"])
+    fortran = rng.choice(["False", "True"])
+    header = f"{{'descr': '{descr}', 'fortran_order': {fortran}, 'shape': {shape!r}, }}".encode()
+    header += b" " * (-(10 + len(header) + 1) % 64) + b"\n"
+    return data[:8] + len(header).to_bytes(2, "little") + header + body
+
+
+def target_npy_header(work: Path) -> tuple[bytes, Callable[[bytes], None]]:
+    from aekit.data import load_dataset
+
+    buffer = io.BytesIO()
+    np.save(buffer, np.random.default_rng(0).integers(0, 256, (4, 6, 6), dtype=np.uint8))
+
+    def run(data: bytes) -> None:
+        path = work / "images.npy"
+        path.write_bytes(data)
+        for stream in (False, True):
+            load_dataset(str(path), stream=stream)
+
+    return buffer.getvalue(), run
+
+
+TEXTS = (b"1,2,3\n4,5,6\n", b'{"images": [[0, 1], [2, 3]]}', b"# notes\nThese are not images.\n", b"",
+         b"\x93NUMPY but not really", b"PK\x03\x04 not a zip", b"\x89PNG\r\n\x1a\n not a png")
+
+
+def mutate_text(data: bytes, rng: random.Random) -> bytes:
+    return mutate(rng.choice(TEXTS), rng) if rng.random() < 0.5 else rng.choice(TEXTS)
+
+
+def target_text(work: Path) -> tuple[bytes, Callable[[bytes], None]]:
+    """Text under binary names: each loader must call it what it is (not a pickle, not a crash)."""
+    import shutil
+
+    import aekit
+    from aekit.data import load_dataset, load_images
+
+    seed_run = _seed_run(work)
+    run_dir = work / "text-run"
+    folder = work / "text-images"
+    folder.mkdir(exist_ok=True)
+    errors = []
+
+    def attempt(fn) -> None:
+        from aekit.errors import AekitError
+
+        try:
+            fn()
+        except AekitError as err:
+            errors.append(err)
+
+    def run(data: bytes) -> None:
+        errors.clear()
+        for name in ("t.npy", "t.npz"):
+            (work / name).write_bytes(data)
+            attempt(lambda name=name: load_dataset(str(work / name)))
+        (folder / "a.png").write_bytes(data)
+        attempt(lambda: load_images(str(folder)))
+        shutil.copytree(seed_run, run_dir, dirs_exist_ok=True)
+        (run_dir / "model.safetensors").write_bytes(data)
+        attempt(lambda: aekit.load(run_dir))
+        for err in errors:
+            if "pickle" in str(err) and not data.startswith((b"\x80", b"PK")):
+                raise AssertionError(f"text called a pickle: {err}")
+        if errors:
+            raise errors[0]
+
+    return TEXTS[0], run
+
+
 TARGETS = {
     "idx": target_idx,
     "idx_gz": target_idx_gz,
     "image_folder": target_image_folder,
     "array": target_array,
     "checkpoint": target_checkpoint,
+    "config": target_config,
+    "npy_header": target_npy_header,
+    "text": target_text,
 }
+# Targets mutated by structure rather than by bytes (the byte mutations of mutate() still reach them in tests).
+MUTATORS = {"config": mutate_config, "npy_header": mutate_npy_header, "text": mutate_text}
 
 
 def fuzz(name: str, n: int, seed: int = 0, log=print) -> dict:
@@ -161,10 +324,12 @@ def fuzz(name: str, n: int, seed: int = 0, log=print) -> dict:
     failures: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
         seed_bytes, run = TARGETS[name](Path(tmp))
-        run(seed_bytes)  # the unmutated seed must load
+        if name != "text":
+            run(seed_bytes)  # the unmutated seed must load (the text target's never does)
+        mutator = MUTATORS.get(name, mutate)
         for i in range(n):
             rng = random.Random(f"{seed}-{name}-{i}")
-            data = mutate(seed_bytes, rng)
+            data = mutator(seed_bytes, rng)
             counts["inputs"] += 1
             try:
                 run(data)
@@ -186,12 +351,13 @@ def fuzz(name: str, n: int, seed: int = 0, log=print) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--per-target", type=int, default=2000)
+    parser.add_argument("--only", nargs="+", default=None, choices=sorted(TARGETS), help="fuzz only these targets")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(HERE / "results" / "fuzz.json"))
     args = parser.parse_args()
     results = {}
     t0 = time.perf_counter()
-    for name in TARGETS:
+    for name in args.only or TARGETS:
         t = time.perf_counter()
         results[name] = fuzz(name, args.per_target, args.seed)
         r = results[name]

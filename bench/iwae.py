@@ -26,7 +26,7 @@ REPO = HERE.parent
 
 def run(k: int, args: argparse.Namespace, data_dir: str) -> dict:
     import aekit
-    from aekit.evaluate import load_run_splits
+    from aekit.evaluation import load_run_splits
     from aekit.metrics.likelihood import importance_weighted_log_likelihood, log_likelihood_fn
 
     with tempfile.TemporaryDirectory(prefix="aekit-iwae-") as tmp:

@@ -192,11 +192,11 @@ def child_reference(args) -> dict:
 def _reference_conv(images, epochs: int) -> list[float]:
     """The reference pipeline (per-item Dataset + DataLoader, plain Adam) around aekit's conv VAE."""
     import torch
+    from reference import PerItemImages
     from torch.utils.data import DataLoader
 
     import aekit
     from aekit.core.objectives import loss_terms
-    from reference import PerItemImages
 
     torch.manual_seed(0)
     model = aekit.Autoencoder(aekit.ModelConfig(arch="conv", latent="gaussian"))

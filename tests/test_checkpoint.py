@@ -137,7 +137,7 @@ def test_foreign_safetensors_and_unknown_versions_are_refused(copy):
         (lambda c: "{not json", "not valid JSON"),
         (lambda c: json.dumps({**c, "format_version": 2}), "format version 2"),
         (lambda c: json.dumps({**c, "format": "other"}), "not an aekit file"),
-        (lambda c: json.dumps({**c, "model": {**c["model"], "latent_dim": -1}}), "latent_dim must be >= 1"),
+        (lambda c: json.dumps({**c, "model": {**c["model"], "latent_dim": -1}}), "latent_dim must be between 1 and 65536"),
         (lambda c: json.dumps({**c, "model": {**c["model"], "latent_dim": 5}}), "does not match|is torch.float32"),
         (lambda c: json.dumps({**c, "extra": 1}), "unknown key"),
     ],

@@ -154,10 +154,10 @@ def test_python_dash_m_and_the_console_script_work(tmp_path, runs):
         (["train", "--model", "vae", *TINY, "--latent-dim", "4", "--init-from", "RUN"], "same model settings"),
         (["info", "no/such/run"], "not a folder"),
         (["sample", "RUN", "-o", "x.jpg"], ".png"),
-        (["sample", "RUN", "-n", "0", "-o", "x.png"], "samples must be >= 1"),
+        (["sample", "RUN", "-n", "0", "-o", "x.png"], "-n must be >= 1"),
         (["encode", "RUN", "mnist-5k", "-o", "codes.txt"], ".npy"),
         (["reconstruct", "RUN", "missing.png", "-o", "out"], "missing.png"),
-        (["denoise", "RUN", "mnist-5k", "--noise-std", "-2", "-o", "x.npy"], "noise std must be >= 0"),
+        (["denoise", "RUN", "mnist-5k", "--noise-std", "-2", "-o", "x.npy"], "--noise-std must be >= 0 and <= 2"),
         (["bogus"], "invalid choice"),
     ],
 )

@@ -612,8 +612,8 @@ def test_npz_single_set_keeps_labels_with_images(tmp_path: Path) -> None:
         (lambda p: np.save(p, np.zeros((5, 4, 4, 4, 4))), r"shape \(5, 4, 4, 4, 4\).*\(N, C, H, W\)"),
         (lambda p: np.save(p, np.zeros(5)), r"shape \(5,\)"),
         (lambda p: np.save(p, np.full((2, 4, 4), np.nan)), "NaN"),
-        (lambda p: p.write_bytes(b"\x93NUMPY garbage"), "not a valid NumPy file|cannot read NumPy file"),
-        (lambda p: p.write_bytes(b""), "cannot read NumPy file|not a valid NumPy file"),
+        (lambda p: p.write_bytes(b"\x93NUMPY garbage"), "not a valid NumPy file|format version .* is not supported"),
+        (lambda p: p.write_bytes(b""), "not a NumPy file"),
         (lambda p: p.write_bytes(b"\x93NUMPY\x01\x00\x10\x00{'descr': '<u1' \n"), "NumPy file"),
     ],
 )

@@ -16,8 +16,8 @@ from safetensors.torch import load_file
 
 import aekit
 from aekit.core import objectives
-from aekit.training.distributed import World
 from aekit.errors import AekitError
+from aekit.training.distributed import World
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 TRACE_TRAIN = Path(__file__).resolve().parent / "trace_train.py"  # aekit's CLI, recording each process's images
@@ -150,7 +150,7 @@ def test_sharded_evaluation_equals_one_process(tmp_path):
     digits = aekit.load_dataset("mnist-5k")
     np.save(tmp_path / "digits.npy", torch.cat([digits.train.images, digits.test.images]).numpy())
     single("vae", tmp_path / "run", 1, data=str(tmp_path / "digits.npy"), hidden=(64,), latent_dim=8, batch_size=250)
-    from aekit.evaluate import evaluate_run
+    from aekit.evaluation import evaluate_run
 
     one = evaluate_run(tmp_path / "run", iw_samples=20, limit=300, progress=False)
     run = torchrun("evaluate", str(tmp_path / "run"), "--iw-samples", "20", "--limit", "300", cwd=tmp_path)

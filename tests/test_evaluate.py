@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import aekit
-from aekit.errors import AekitError
 from aekit.core.config import ObjectiveConfig
 from aekit.core.latent import DiagonalGaussian
+from aekit.errors import AekitError
 from aekit.metrics.frechet import frechet_distance, load_or_train_classifier
 from aekit.metrics.likelihood import (
     active_units,

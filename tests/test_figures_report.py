@@ -171,7 +171,7 @@ def test_metrics_stay_current_while_the_weights_are_the_same_whatever_the_file_t
     import os
     import shutil
 
-    from aekit.evaluate import ensure_metrics
+    from aekit.evaluation import ensure_metrics
     from aekit.metrics.store import read_metrics
 
     data = aekit.load_dataset("mnist-5k", progress=False)

@@ -7,9 +7,9 @@ from torch.distributions import Normal, kl_divergence
 
 from aekit.core import objectives
 from aekit.core.config import ModelConfig, ObjectiveConfig, preset
-from aekit.errors import AekitError
 from aekit.core.latent import DiagonalGaussian, PointPosterior
 from aekit.core.model import Autoencoder
+from aekit.errors import AekitError
 
 SHAPES = [(1, 28, 28), (3, 32, 32), (3, 64, 64), (1, 13, 17)]
 

@@ -12,7 +12,7 @@ from .core.config import DataConfig, ModelConfig, ObjectiveConfig, RunConfig, Tr
 from .core.model import Autoencoder
 from .data import ImageSet, Splits, load_dataset, load_images
 from .errors import AekitError
-from .evaluate import evaluate
+from .evaluation import evaluate
 from .export import export_onnx
 from .run import Run, load
 

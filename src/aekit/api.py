@@ -9,6 +9,7 @@ it). A stop asked for by SIGINT/SIGTERM inside an epoch saves a mid-epoch state 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -23,8 +24,9 @@ from .cpu import tune_cpu
 from .data import Splits, load_dataset
 from .data.stream import chunks, default_workers
 from .errors import AekitError, Interrupted
-from .files import atomic_write_bytes, make_folder, read_jsonl, read_safetensors
+from .files import RunLock, atomic_write_bytes, check_writable, make_folder, read_jsonl, read_safetensors
 from .run import (
+    CONFIG,
     METRICS,
     MODEL,
     RUN_FILES,
@@ -110,33 +112,103 @@ def train(
     tune_cpu()
     if log == "auto":
         log = _stderr if progress else None
+    claim = _Claim()  # rank 0's hold on the run folder: its lock, and whether this run created the folder
     with process_group(device) as world:
         if not world.is_main:  # rank 0 alone prints, draws progress bars and writes the run folder
             progress, log = False, None
         log = log or (lambda message: None)
-        config, run_dir, existing, done = world.on_main(
-            lambda: _plan(family, out, resume=resume, force=force, options=options, processes=world.size,
-                          workers=workers, log=log)
-        )
-        if done:  # --resume on a finished run: nothing to do
-            return world.on_main(lambda: Run.load(run_dir))
-        splits = world.main_first(lambda: _load_splits(config, splits, stream=stream, progress=progress))
-        config = world.on_main(lambda: _conform_to_data(config, splits, run_dir, resume=resume, existing=existing))
-
-        state = new_state(config, world.device)
-        workers = default_workers() if workers is None else workers
-        position = world.on_main(
-            lambda: _start(state, config, splits, run_dir, resume=resume, workers=workers, log=log)
-        )
-        state.epoch, state.step, state.partial = position
-        world.sync(state.model, state.optimizer, state.generator)  # every rank starts from rank 0's state
         try:
-            fit(state, config, splits.train, splits.test, world=world, callbacks=[_Checkpoints(run_dir), *callbacks],
-                progress=progress, log=log, workers=workers)
-        except Interrupted as stopped:
-            raise Interrupted(f"{stopped}; saved: continue with --resume --out {run_dir}") from None
-        history = world.on_main(lambda: read_jsonl(run_dir / METRICS))
+            config, run_dir, existing, done = world.on_main(
+                lambda: _plan(family, out, resume=resume, force=force, options=options, processes=world.size,
+                              workers=workers, log=log, claim=claim)
+            )
+            if done:  # --resume on a finished run: nothing to do
+                return world.on_main(lambda: Run.load(run_dir))
+            splits = world.main_first(lambda: _load_splits(config, splits, stream=stream, progress=progress))
+            config = world.on_main(lambda: _conform_to_data(config, splits, run_dir, resume=resume, existing=existing))
+
+            state = new_state(config, world.device)
+            world.on_main(lambda: check_writable(run_dir, folder=True, nbytes=_checkpoint_bytes(state.model)))
+            workers = default_workers() if workers is None else workers
+            position = world.on_main(
+                lambda: _start(state, config, splits, run_dir, resume=resume, workers=workers, log=log)
+            )
+            state.epoch, state.step, state.partial = position
+            world.sync(state.model, state.optimizer, state.generator)  # every rank starts from rank 0's state
+            try:
+                fit(state, config, splits.train, splits.test, world=world,
+                    callbacks=[_Checkpoints(run_dir), *callbacks], progress=progress, log=log, workers=workers)
+            except Interrupted as stopped:
+                raise Interrupted(f"{stopped}; saved: continue with --resume --out {run_dir}") from None
+            history = world.on_main(lambda: read_jsonl(run_dir / METRICS))
+        except Exception as err:
+            if world.is_main and not isinstance(err, Interrupted):
+                claim.abandon()  # a new run that never finished an epoch leaves nothing behind
+            raise
+        finally:
+            claim.release()
     return Run(state.model.cpu().eval(), config, run_dir, config.train.epochs, history)
+
+
+def _checkpoint_bytes(model) -> int:
+    """What a checkpoint writes: the weights, and the resume state (weights again and Adam's two moments)."""
+    return 4 * 4 * sum(p.numel() for p in model.parameters())
+
+
+class _Claim:
+    """Rank 0's hold on the run folder of one ``aekit.train`` call: the folder's lock (one writer at a time), and
+    what to undo if a new run fails before its first epoch: the files it wrote, the folder if it made it."""
+
+    def __init__(self) -> None:
+        self.lock: RunLock | None = None
+        self.folder: Path | None = None
+        self.created = False  # this run made the folder
+        self.new = False  # a new run (not --resume)
+
+    def make_new(self, run_dir: Path) -> Path:
+        """Make ``runs/<stem>-<n>`` with the first free ``n`` from ``run_dir``'s on, atomically (mkdir)."""
+        stem, _, n = run_dir.name.rpartition("-")
+        number = int(n)
+        make_folder(run_dir.parent)
+        while True:
+            candidate = run_dir.parent / f"{stem}-{number}"
+            try:
+                candidate.mkdir()
+            except FileExistsError:
+                number += 1
+                continue
+            except OSError as err:
+                raise AekitError(f"cannot create {candidate}: {err.strerror or err}") from None
+            self.created = True
+            return candidate
+
+    def take(self, run_dir: Path, *, new: bool) -> None:
+        self.folder, self.new = run_dir, new
+        if new and not run_dir.exists():  # (a folder make_new made is this run's too)
+            make_folder(run_dir)
+            self.created = True
+        if not run_dir.is_dir():
+            raise AekitError(f"{run_dir} is not a folder: pass a run folder written by 'aekit train'")
+        self.lock = RunLock(run_dir, "aekit train").acquire()
+
+    def abandon(self) -> None:
+        """Undo a new run that has not finished an epoch (its folder holds only what this run wrote)."""
+        if not self.new or self.folder is None or self.lock is None or (self.folder / MODEL).exists() \
+                or (self.folder / STATE).exists():
+            return
+        (self.folder / CONFIG).unlink(missing_ok=True)
+        self.release()
+        if self.created:
+            with contextlib.suppress(OSError):
+                self.folder.rmdir()  # only if empty
+
+    def release(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+        if self.created and self.folder is not None and self.folder.is_dir() and not any(self.folder.iterdir()):
+            with contextlib.suppress(OSError):
+                self.folder.rmdir()  # refused before anything was written: leave no empty folder
 
 
 class _Checkpoints(Callback):
@@ -157,8 +229,9 @@ class _Checkpoints(Callback):
 
 
 def _plan(family, out, *, resume: bool, force: bool, options: dict[str, Any], processes: int,
-          workers: int | None = None, log) -> tuple:
-    """``(config, run_dir, existing run files, done)``, checked before any data loads; creates nothing."""
+          workers: int | None = None, log, claim: _Claim | None = None) -> tuple:
+    """``(config, run_dir, existing run files, done)``, checked before any data loads. With ``claim``, the run
+    folder is locked first (made if missing, for the lock file), so that what it holds cannot change under us."""
     if workers is not None and workers < 0:
         raise AekitError(f"--workers must be >= 0 (got {workers})")
     existing: list[str] = []
@@ -166,6 +239,8 @@ def _plan(family, out, *, resume: bool, force: bool, options: dict[str, Any], pr
         if out is None:
             raise AekitError("--resume needs the run folder (--out RUN_DIR)")
         run_dir = Path(out)
+        if claim is not None:
+            claim.take(run_dir, new=False)
         config = _resume_config(run_dir, family, options)
         if epochs_done(run_dir) == config.train.epochs:  # nothing to do: rerunning --resume is harmless
             log(f"{run_dir} has already trained all {config.train.epochs} epochs (pass a larger --epochs to continue)")
@@ -175,7 +250,12 @@ def _plan(family, out, *, resume: bool, force: bool, options: dict[str, Any], pr
         if isinstance(family, RunConfig) and options:
             raise AekitError("pass either a RunConfig or keyword options, not both")
         run_dir = Path(out) if out is not None else _new_run_dir(config)
-        existing = _check_run_dir(run_dir, force)  # nothing is created or deleted before the data loads
+        check_writable(run_dir, folder=True)
+        if claim is not None:
+            if out is None:  # another process may pick the same new name: the first to make the folder has it
+                run_dir = claim.make_new(run_dir)
+            claim.take(run_dir, new=True)
+        existing = _check_run_dir(run_dir, force)  # nothing is deleted before the data loads
     if config.train.batch_size % processes:
         raise AekitError(f"--batch-size {config.train.batch_size} is the batch of all {processes} processes "
                          f"together, so it must be a multiple of {processes} (each process takes an equal share)")
@@ -229,7 +309,7 @@ def _start(state: TrainState, config: RunConfig, splits: Splits, run_dir: Path, 
         load_state(run_dir, state)
         where = f"epoch {state.epoch + 1} of {config.train.epochs}"
         if state.partial:
-            where += f", at batch {state.partial['batch'] + 1}"
+            where = f"batch {state.partial['batch'] + 1} of {where}"
         log(f"resuming {run_dir} at {where}")
         _drop_metrics_after(run_dir, state.epoch)
     else:
@@ -280,10 +360,8 @@ def _check_run_dir(run_dir: Path, force: bool) -> list[str]:
 
 
 def _claim_run_dir(run_dir: Path, existing: list[str]) -> None:
-    """Create ``run_dir`` and remove the files of the run it replaces (``--force``)."""
+    """Create ``run_dir`` (if no lock made it already) and remove the files of the run it replaces (``--force``)."""
     make_folder(run_dir)
-    if not os.access(run_dir, os.W_OK):
-        raise AekitError(f"cannot write in {run_dir}: permission denied")
     for name in existing:
         (run_dir / name).unlink(missing_ok=True)
 
@@ -295,7 +373,7 @@ def _resume_config(run_dir: Path, family: Any, options: dict[str, Any]) -> RunCo
     if isinstance(family, RunConfig):
         raise AekitError("resume takes the run's saved config; pass only epochs")
     if family is not None and family != config.family:
-        raise AekitError(f"{run_dir} holds a {config.family} run, not {family}")
+        raise AekitError(f"{run_dir} holds {_a(config.family)} run, not {_a(family)} run")
     saved = {}
     for part in (config.model, config.objective, config.data, config.train):
         saved.update(dataclasses.asdict(part))
@@ -315,3 +393,8 @@ def _resume_config(run_dir: Path, family: Any, options: dict[str, Any]) -> RunCo
     if done > config.train.epochs:
         raise AekitError(f"{run_dir} has already trained {done} epochs: --epochs {config.train.epochs} would undo them")
     return config
+
+
+def _a(word: str) -> str:
+    """``a vae``, ``an ae``: the article as the family's name is read out (its first letter)."""
+    return f"{'an' if word[:1] in 'aeiouAEIOU' else 'a'} {word}"

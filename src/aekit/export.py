@@ -26,7 +26,7 @@ from ._version import __version__
 from .core.model import Autoencoder
 from .core.objectives import mean_image
 from .errors import AekitError
-from .files import atomic_write_bytes, atomic_write_json, make_folder
+from .files import atomic_write_bytes, atomic_write_json, check_writable, make_folder
 from .run import Run
 
 FORMAT = "aekit-onnx"
@@ -83,6 +83,7 @@ def export_onnx(run: Run, out_dir: str | Path, *, opset: int = OPSET) -> dict[st
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise AekitError(f"--onnx {out} exists and is not a folder")
+    check_writable(out, folder=True, nbytes=3 * 4 * sum(p.numel() for p in run.model.parameters()))
     make_folder(out)
 
     model = run.model.eval()

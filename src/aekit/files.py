@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -161,3 +162,122 @@ def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], 
     if not isinstance(metadata, dict):
         raise AekitError(f"{path} is not a valid safetensors file (bad metadata)")
     return tensors, metadata
+
+
+# ----- one writer per run folder -----
+
+LOCK_FILE = ".aekit-lock"
+
+
+class RunLock:
+    """One writer per run folder: an advisory lock (``fcntl.flock``) on ``FOLDER/.aekit-lock``, held while a process
+    writes the folder (training, evaluating, drawing a report).
+
+    The kernel drops the lock when its process ends in any way, so a crash or SIGKILL leaves no stale lock (a
+    leftover file is simply taken over). The file holds the holder's PID and what it does, for the one-line
+    message a second writer gets; it is removed on release. Readers take no lock: every file is replaced
+    atomically, so they see the old version or the new one. Where ``fcntl`` does not exist (Windows) the lock
+    does nothing.
+
+    Examples
+    --------
+    >>> with RunLock(run_dir, "aekit evaluate"):     # doctest: +SKIP
+    ...     write_metrics(run_dir, metrics)
+    """
+
+    def __init__(self, folder: str | os.PathLike, what: str) -> None:
+        self.folder, self.what = Path(folder), what
+        self.path = self.folder / LOCK_FILE
+        self.fd: int | None = None
+
+    def acquire(self) -> RunLock:
+        try:
+            import fcntl
+        except ImportError:  # no advisory locks on this platform
+            return self
+        for _ in range(100):  # a holder may remove the file between our open and our lock: then try again
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+            except OSError as err:
+                raise AekitError(f"cannot lock {self.folder} for writing: {err.strerror or err}") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "?"
+                os.close(fd)
+                pid, _, what = holder.partition(" ")
+                raise AekitError(f"{self.folder} is being written by process {pid}{f' ({what})' if what else ''}; "
+                                 "wait for it to finish, or write elsewhere") from None
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()} {self.what}\n".encode(), 0)
+                self.fd = fd
+                return self
+            os.close(fd)
+        raise AekitError(f"cannot lock {self.folder} for writing: the lock file keeps changing")
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)  # while still holding it: a process waiting on this file will see it is gone
+        os.close(self.fd)
+        self.fd = None
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+# ----- checking outputs before the work -----
+
+DISK_MARGIN = 16 << 20  # free space left over after what a verb knows it will write
+
+
+def check_writable(path: str | os.PathLike, *, folder: bool = False, nbytes: int = 0, create: bool = True) -> None:
+    """Refuse, in one line, an output that cannot be written, before any work: ``path`` is a file to write (its
+    folder must exist) or, with ``folder``, a folder to write in (made if missing when ``create``). A probe file
+    is created and removed (permissions alone do not tell: root ignores them, a read-only mount does not), and
+    the disk must have ``nbytes`` free beside a small margin."""
+    path = Path(path)
+    if folder:
+        if path.exists() and not path.is_dir():
+            raise AekitError(f"{path} exists and is not a folder")
+        existing = path
+        while not existing.exists():
+            if not create or existing.parent == existing:
+                raise AekitError(f"folder {path} does not exist")
+            existing = existing.parent
+        if not existing.is_dir():
+            raise AekitError(f"cannot create {path}: {existing} is not a folder")
+    else:
+        if path.is_dir():
+            raise AekitError(f"cannot write {path}: it is a folder")
+        existing = path.parent
+        if not existing.is_dir():
+            raise AekitError(f"cannot write {path}: folder {existing} does not exist")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".aekit-probe.", dir=existing)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise AekitError(f"cannot write {path}: {err.strerror or err}") from None
+    free = shutil.disk_usage(existing).free
+    if nbytes and free < nbytes + DISK_MARGIN:
+        raise AekitError(f"not enough free disk for {path}: it needs about {human_bytes(nbytes)}, "
+                         f"{human_bytes(free)} is free")
+
+
+def human_bytes(n: float) -> str:
+    """``1.5 GiB``, ``320.0 KiB``, ``12 B``."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"

@@ -26,7 +26,8 @@ from safetensors.torch import save as st_save
 
 from ._version import __version__
 from .core.config import RunConfig
-from .core.model import Autoencoder
+from .core.model import Autoencoder, parameter_count
+from .data.machine import check_memory
 from .errors import AekitError
 from .files import (
     append_jsonl,
@@ -96,6 +97,10 @@ class Run:
         if not path.is_dir():
             raise AekitError(f"{path} is not a folder: pass a run folder written by 'aekit train'")
         config = load_config(path)
+        if not (path / MODEL).exists():
+            raise AekitError(f"{path} has not finished an epoch yet (no {MODEL}): wait for its first epoch, or "
+                             f"continue a stopped run with aekit train --resume --out {path}")
+        check_memory(f"the model of {path}", 4 * parameter_count(config.model))  # before allocating it
         model = Autoencoder(config.model)
         epoch = load_weights(model, path / MODEL)
         return cls(model.eval(), config, path, epoch, read_jsonl(path / METRICS))

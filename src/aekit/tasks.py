@@ -8,19 +8,25 @@ file) and an output path; an output ending in ``.npy`` gets an array of images i
 from __future__ import annotations
 
 import io
+import math
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .core.options import Interval, check_value
 from .data import ImageSet, load_images
+from .data.machine import check_memory
 from .errors import AekitError
-from .files import atomic_write_bytes, make_folder
+from .files import atomic_write_bytes, check_writable, make_folder
 from .imaging import grid, rows, save_npy, save_png
 from .metrics.pixels import mean_psnr
 from .run import Run
 
-GRID_MAX = 64
+GRID_MAX = 64  # images in the grid.png of reconstruct
+NOISE_STD = Interval.parse("[0, 2]")  # the noise std aekit trains with: pixels are in [0, 1]
+SAMPLE_COUNT = Interval.parse("[1, inf)")
+SAMPLE_GRID_MAX = 1024  # samples a PNG grid holds (about 60 MB of pixels at 28x28, more for larger images)
 
 
 def load_inputs(
@@ -41,27 +47,37 @@ def load_inputs(
     return images
 
 
-def _prepare_out_dir(out: Path) -> None:
-    if out.suffix and not out.exists():
-        raise AekitError(f"-o {out}: give a folder (for PNGs) or a name ending in .npy (for an array)")
+def _check_output(out: Path, *, arrays: tuple[str, ...] = (".npy",), folder: bool = True) -> None:
+    """Refuse an output that cannot be written, before any work: a file ending in one of ``arrays``, or (with
+    ``folder``) a folder of PNGs."""
+    if out.suffix in arrays:
+        check_writable(out)
+        return
+    if not folder or out.suffix:
+        kinds = " or ".join(arrays)
+        raise AekitError(f"-o {out}: give " + (f"a folder (for PNGs) or a name ending in {kinds} (for an array)"
+                                                if folder else f"a name ending in {kinds}"))
     if out.exists() and not out.is_dir():
         raise AekitError(f"-o {out} exists and is not a folder (end the name in .npy to write an array)")
-    make_folder(out)
+    check_writable(out, folder=True)
 
 
-def _check_npy_target(out: Path) -> None:
-    if not out.parent.exists():
-        raise AekitError(f"folder {out.parent} does not exist")
+def _budget(verb: str, images: int, copies: int, run: Run, out: Path) -> None:
+    """Check ``copies`` float32 copies of ``images`` of the model's shape against the memory budget, and the
+    free disk against what ``out`` will hold (an array of them, or about a byte a pixel of PNGs)."""
+    pixels = images * math.prod(run.model.config.image_shape)
+    check_memory(f"{verb} {images:,} images", copies * pixels * 4)
+    check_writable(out, folder=out.suffix == "", nbytes=pixels * (4 if out.suffix == ".npy" else 1))
 
 
 def encode(run: Run, spec: str, out: str | Path, *, limit: int | None = None,
            data_dir: str | None = None) -> dict:
     """Save the codes (posterior means) of INPUT as an (N, D) float32 array (.npy) or codes + labels (.npz)."""
     out = Path(out)
-    if out.suffix not in (".npy", ".npz"):
-        raise AekitError(f"-o {out}: codes are written as .npy (or .npz with labels)")
-    _check_npy_target(out)
+    _check_output(out, arrays=(".npy", ".npz"), folder=False)
     model, images = run.model, load_inputs(run, spec, limit=limit, data_dir=data_dir)
+    check_memory(f"encoding {len(images):,} images", 4 * len(images) * (math.prod(model.config.image_shape)
+                                                                        + model.config.latent_dim))
     codes = model.embed(images.images)
     if out.suffix == ".npy":
         save_npy(codes, out)
@@ -79,14 +95,15 @@ def reconstruct(run: Run, spec: str, out: str | Path, *, limit: int | None = Non
                 data_dir: str | None = None) -> dict:
     """Reconstruct INPUT: one PNG per image plus ``grid.png`` (inputs over reconstructions), or a .npy array."""
     out = Path(out)
+    _check_output(out)
     model, images = run.model, load_inputs(run, spec, limit=limit, data_dir=data_dir)
+    _budget("reconstructing", len(images), 3, run, out)
     clean = model.prepare(images.images)
     recon = model.reconstruct(images.images)
     if out.suffix == ".npy":
-        _check_npy_target(out)
         save_npy(recon, out)
     else:
-        _prepare_out_dir(out)
+        make_folder(out)
         for i, image in enumerate(recon):
             save_png(image, out / f"{i:05d}.png")
         k = min(len(recon), GRID_MAX // 2)
@@ -100,14 +117,16 @@ def denoise(run: Run, spec: str, out: str | Path, *, noise_std: float, seed: int
     """Add Gaussian noise to INPUT and denoise it: per image a clean | noisy | denoised PNG plus ``grid.png``
     (three rows), or the denoised images as a .npy array."""
     out = Path(out)
+    check_value("noise std", noise_std, NOISE_STD)
+    _check_output(out)
     model, images = run.model, load_inputs(run, spec, limit=limit, data_dir=data_dir)
+    _budget("denoising", len(images), 4, run, out)
     clean = model.prepare(images.images)
     noisy, denoised = model.denoise(images.images, noise_std=noise_std, seed=seed)
     if out.suffix == ".npy":
-        _check_npy_target(out)
         save_npy(denoised, out)
     else:
-        _prepare_out_dir(out)
+        make_folder(out)
         for i in range(len(clean)):
             save_png(grid(torch.stack([clean[i], noisy[i], denoised[i]]), ncol=3, pad=1), out / f"{i:05d}.png")
         k = min(len(clean), 16)
@@ -125,9 +144,11 @@ def sample(run: Run, out: str | Path, *, n: int = 64, seed: int = 0) -> dict:
     """Draw ``n`` images: from the prior N(0, I) for a VAE, from a Gaussian fitted to the training
     codes for a deterministic autoencoder. Writes a PNG grid or a .npy array."""
     out = Path(out)
-    if out.suffix not in (".png", ".npy"):
-        raise AekitError(f"-o {out}: samples are written as .png (a grid) or .npy")
-    _check_npy_target(out)
+    check_value("the number of samples", n, SAMPLE_COUNT)
+    _check_output(out, arrays=(".png", ".npy"), folder=False)
+    if out.suffix == ".png" and n > SAMPLE_GRID_MAX:
+        raise AekitError(f"a PNG grid holds at most {SAMPLE_GRID_MAX:,} samples (asked for {n:,}); write .npy for more")
+    _budget("sampling", n, 2, run, out)
     model = run.model
     images = model.sample(n, seed=seed)
     if out.suffix == ".npy":

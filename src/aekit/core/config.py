@@ -60,7 +60,7 @@ class ModelConfig:
     channels: int = 1
     height: int = 28
     width: int = 28
-    latent_dim: int = option(32, "size of the code", bounds="[1, inf)")
+    latent_dim: int = option(32, "size of the code", bounds="[1, 65536]")
     hidden: tuple[int, ...] = option(
         (), "layer widths of the MLP, or channel widths of the conv backbone (default "
         + "; ".join(f"{arch}: {','.join(map(str, widths))}" for arch, widths in DEFAULT_HIDDEN.items()) + ")",

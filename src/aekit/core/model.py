@@ -175,6 +175,12 @@ class Autoencoder(nn.Module):
         self.code_scale_tril.copy_(torch.linalg.cholesky(cov).float())
 
 
+def parameter_count(config: ModelConfig) -> int:
+    """The number of weights a model of ``config`` has, counted without allocating them (on the meta device)."""
+    with torch.device("meta"):
+        return sum(p.numel() for p in Autoencoder(config).parameters())
+
+
 def _to_unit_float(x: torch.Tensor) -> torch.Tensor:
     """uint8 images -> [0, 1]; float images are checked to be in [0, 1] (a user's), then float32."""
     if x.dtype == torch.uint8:

@@ -154,6 +154,12 @@ def option(default: Any, help: str, *, choices: tuple[Any, ...] | Callable[[], t
     return field(default=default, metadata={"option": spec})
 
 
+def check_value(name: str, value: Any, interval: Interval) -> None:
+    """Raise a one-line :class:`AekitError` unless the number ``value`` lies in ``interval`` (and is finite)."""
+    if value not in interval:
+        raise AekitError(f"{name} must be {interval.requirement(integer=isinstance(value, int))} (got {value!r})")
+
+
 def declared(part_cls: type, part: str, family_defaults: dict[str, dict[str, Any]]) -> tuple[Option, ...]:
     """The options declared in dataclass ``part_cls`` (a config part named ``part``), in declaration order;
     ``family_defaults`` maps each family to the values its preset sets."""
@@ -228,7 +234,10 @@ def _coerce(value: Any, hint: Any) -> Any:
         return value if isinstance(value, int) and not isinstance(value, bool) else _BAD
     if hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            try:
+                return float(value)
+            except OverflowError:  # an integer beyond any float: out of every range anyway
+                return _BAD
         return _BAD
     if hint is str:
         return value if isinstance(value, str) else _BAD

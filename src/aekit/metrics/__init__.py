@@ -1,1 +1,1 @@
-"""Metrics of a trained model, one module per group; :mod:`aekit.evaluate` composes them."""
+"""Metrics of a trained model, one module per group; :mod:`aekit.evaluation` composes them."""

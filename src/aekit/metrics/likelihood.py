@@ -19,6 +19,7 @@ from ..core.likelihoods import LIKELIHOODS
 from ..core.model import Autoencoder
 from ..core.objectives import importance_weighted_bound, log_importance_weight, reconstruction_nll
 from ..data import to_unit
+from ..data.machine import check_memory
 from ..errors import AekitError
 from ..training.distributed import World
 
@@ -86,6 +87,9 @@ def importance_weighted_log_likelihood(
     generator = torch.Generator().manual_seed(seed)
     batch = max(1, chunk_size // k)  # inputs per outer step
     per_pass = max(1, min(k, chunk_size // batch))  # samples per forward pass
+    per_input = math.prod(x.shape[1:]) if x.ndim > 1 else 1
+    check_memory(f"an importance-weighted estimate with K = {k:,}",  # (K, B) log-weights + one pass's decodings
+                 k * batch * 8 + per_pass * batch * per_input * 4 * 3)
 
     def samples(q) -> Iterator[tuple[int, torch.Tensor]]:
         for s0 in range(0, k, per_pass):

@@ -57,9 +57,9 @@ def read_metrics(run_dir: str | os.PathLike) -> dict[str, Any] | None:
     return metrics
 
 
-def write_metrics(run_dir: str | os.PathLike, metrics: dict[str, Any], fingerprint: str | None) -> dict[str, Any]:
-    """Write ``metrics.json`` atomically, stamped with the ``fingerprint`` of the weights it measured (taken
-    before they were loaded: :func:`weights_fingerprint`); returns what it wrote."""
+def write_metrics(path: str | os.PathLike, metrics: dict[str, Any], fingerprint: str | None) -> dict[str, Any]:
+    """Write the metrics to ``path`` (a run's ``metrics.json``) atomically, stamped with the ``fingerprint`` of the
+    weights they measured (taken before they were loaded: :func:`weights_fingerprint`); returns what it wrote."""
     stamped = {**metrics, "run": {**metrics.get("run", {}), "weights_sha256": fingerprint}}
-    atomic_write_json(metrics_path(run_dir), stamped)
+    atomic_write_json(path, stamped)
     return stamped

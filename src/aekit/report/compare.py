@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import AekitError
-from ..evaluate import ensure_metrics
-from ..files import atomic_write_bytes
+from ..evaluation import ensure_metrics
+from ..files import atomic_write_bytes, check_writable
 from ..run import CONFIG
 
 # (label, path into metrics.json, format)
@@ -99,13 +99,33 @@ def compare(
     if len(set(names)) < len(names):
         names = [str(p) for p in paths]
     rows = []
+    warnings = _differences(names, all_metrics)
     for label, path, fmt in ROWS:
         values = [_get(m, path) for m in all_metrics]
         if any(v is not None for v in values):
             rows.append({"metric": label, "format": fmt, "values": values})
     for label, values in _denoise_rows(all_metrics):
         rows.append({"metric": label, "format": ".2f", "values": values})
-    return {"runs": names, "paths": [str(p) for p in paths], "rows": rows}
+    return {"runs": names, "paths": [str(p) for p in paths], "rows": rows, "warnings": warnings}
+
+
+# what must agree between runs for their numbers to be comparable, and how to say it
+SETTINGS = (("data", "data"), ("test_images", "test images"), ("seed", "seeds"), ("iw_samples", "importance samples"))
+
+
+def _differences(names: list[str], all_metrics: list[dict]) -> list[str]:
+    """One sentence per evaluation setting that differs between the runs (their numbers are then not comparable)."""
+    out = []
+    for key, what in SETTINGS:
+        values = [_get(m, ("settings", key)) for m in all_metrics]
+        if key == "iw_samples":
+            values = [v for v in values if v is not None]  # only VAEs have them
+        if len(set(map(str, values))) > 1:
+            each = ", ".join(f"{name}: {_get(m, ('settings', key))}" for name, m in zip(names, all_metrics)
+                             if _get(m, ("settings", key)) is not None)
+            out.append(f"the runs were measured with different {what} ({each}): their numbers are not comparable; "
+                       f"evaluate them again with the same options (e.g. aekit evaluate RUN --limit N)")
+    return out
 
 
 def _cell(value: Any, fmt: str) -> str:
@@ -122,23 +142,30 @@ def _cell(value: Any, fmt: str) -> str:
 
 
 def to_markdown(table: dict[str, Any]) -> str:
-    """A Markdown table: one row per metric, one column per run."""
+    """A Markdown table: one row per metric, one column per run; then the warnings, if any."""
     header = "| metric | " + " | ".join(name.replace("|", "\\|") for name in table["runs"]) + " |"
     rule = "|---|" + "---:|" * len(table["runs"])
     lines = [header, rule]
     for row in table["rows"]:
         lines.append(f"| {row['metric']} | " + " | ".join(_cell(v, row["format"]) for v in row["values"]) + " |")
+    lines += [f"\n**Note:** {warning}" for warning in table.get("warnings", [])]
     return "\n".join(lines) + "\n"
+
+
+def check_output(out: str | os.PathLike) -> tuple[Path, Path]:
+    """The Markdown and JSON files ``-o out`` writes, checked to be writable (call it before any evaluating)."""
+    out = Path(out)
+    if out.suffix not in (".md", ".json"):
+        raise AekitError(f"-o {out}: write the comparison as a .md (Markdown) or .json file")
+    md, js = out.with_suffix(".md"), out.with_suffix(".json")
+    for path in (md, js):
+        check_writable(path)
+    return md, js
 
 
 def write_comparison(table: dict[str, Any], out: str | os.PathLike) -> list[Path]:
     """Write ``out`` as Markdown (``.md``) or JSON (``.json``) and its sibling in the other format."""
-    out = Path(out)
-    if out.suffix not in (".md", ".json"):
-        raise AekitError(f"-o {out}: write the comparison as a .md (Markdown) or .json file")
-    if not out.parent.exists():
-        raise AekitError(f"folder {out.parent} does not exist")
-    md, js = out.with_suffix(".md"), out.with_suffix(".json")
+    md, js = check_output(out)
     atomic_write_bytes(md, to_markdown(table).encode("utf-8"))
     atomic_write_bytes(js, (json.dumps(table, indent=2) + "\n").encode("utf-8"))
-    return [md, js] if out.suffix == ".md" else [js, md]
+    return [md, js] if Path(out).suffix == ".md" else [js, md]

@@ -18,8 +18,11 @@ import torch
 
 from .._version import __version__
 from ..data import Splits
-from ..evaluate import ensure_metrics, load_run_splits
-from ..files import atomic_write_bytes
+from ..errors import AekitError
+from ..evaluation import ensure_metrics, evaluate_run, load_run_splits
+from ..files import RunLock, atomic_write_bytes, check_writable, make_folder
+from ..metrics.likelihood import IW_SAMPLES
+from ..metrics.store import METRICS_FILE
 from ..run import Run
 from .figures import FIGURES_DIR, make_figures
 from .tables import escape_html as _e
@@ -27,6 +30,7 @@ from .tables import number as _num
 from .verdict import verdict
 
 REPORT_FILE = "report.html"
+REPORT_BYTES = 8 << 20  # the page and its figures: a few MB
 FAMILY_NAMES = {
     "ae": "Autoencoder",
     "dae": "Denoising autoencoder",
@@ -67,8 +71,9 @@ footer { color: #8a93a3; font-size: 12px; margin-top: 40px; }
 
 
 def report(
-    run_dir: str | os.PathLike,
+    source: str | os.PathLike | Run,
     *,
+    output: str | os.PathLike | None = None,
     data: str | None = None,
     data_dir: str | None = None,
     splits: Splits | None = None,
@@ -78,15 +83,20 @@ def report(
     progress: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> Path:
-    """Write ``RUN/report.html``: metrics (evaluating first if ``metrics.json`` is missing, older than the
-    weights, or made with other options), figures under ``RUN/figures/``, configuration.
+    """Write ``report.html``: metrics, figures under ``figures/``, configuration, in one self-contained page.
 
     Parameters
     ----------
-    run_dir : path
-        A run folder.
+    source : path or Run
+        A run folder, or a Run such as ``aekit.pretrained(name)``.
+    output : path, optional
+        The folder to write in (created if missing); default the run folder. A Run without a folder needs it.
     data, data_dir, splits, iw_samples, limit, seed
-        As for :func:`aekit.evaluate.evaluate_run`; ``limit`` also limits the test images in the figures.
+        As for :func:`aekit.evaluation.evaluate_run`; ``limit`` also limits the test images in the figures.
+
+    In the run folder, its ``metrics.json`` is reused when it measured these weights with these options, else the
+    run is evaluated first; elsewhere the run is evaluated and the metrics written beside the report. Every
+    output is checked to be writable before any work, and a run folder is locked while the report is made.
 
     Returns
     -------
@@ -98,23 +108,38 @@ def report(
     >>> aekit.report("runs/vae-mlp-mnist-5k-1")   # doctest: +SKIP
     PosixPath('runs/vae-mlp-mnist-5k-1/report.html')
     """
-    run_dir = Path(run_dir)
-    run = Run.load(run_dir)
-    if splits is None:
-        splits = load_run_splits(run, data=data, data_dir=data_dir, progress=progress)
-    metrics = ensure_metrics(
-        run_dir, data=data, data_dir=data_dir, splits=splits, iw_samples=iw_samples, limit=limit, seed=seed,
-        progress=progress, log=log,
-    )
-    shown = splits
-    n_test = metrics.get("settings", {}).get("test_images")
-    if n_test and n_test < len(splits.test):
-        shown = Splits(splits.train, splits.test.subset(torch.arange(n_test)))
-    index = make_figures(run, shown, run_dir / FIGURES_DIR, metrics=metrics,
-                         seed=metrics.get("settings", {}).get("seed", 0), log=log)
-    page = render_html(run, metrics, index, run_dir / FIGURES_DIR)
-    path = run_dir / REPORT_FILE
-    atomic_write_bytes(path, page.encode("utf-8"))
+    run = source if isinstance(source, Run) else Run.load(source)
+    if output is None and run.path is None:
+        raise AekitError(f"{run.label} has no run folder to write its report in (a shipped model's is not yours): "
+                         "pass -o DIR (output=...)")
+    out_dir = Path(output) if output is not None else run.path
+    in_run = run.path is not None and out_dir.resolve() == run.path.resolve()
+    check_writable(out_dir, folder=True, nbytes=REPORT_BYTES)
+    for path in (out_dir / REPORT_FILE, out_dir / METRICS_FILE):
+        if path.is_dir():
+            raise AekitError(f"cannot write {path}: it is a folder")
+    if (out_dir / FIGURES_DIR).exists() and not (out_dir / FIGURES_DIR).is_dir():
+        raise AekitError(f"cannot write {out_dir / FIGURES_DIR}: it is not a folder")
+    make_folder(out_dir)
+    with RunLock(out_dir, "aekit report"):
+        if splits is None:
+            splits = load_run_splits(run, data=data, data_dir=data_dir, progress=progress)
+        options = dict(data=data, data_dir=data_dir, splits=splits, iw_samples=iw_samples, limit=limit, progress=progress,
+                       log=log)
+        if in_run:
+            metrics = ensure_metrics(out_dir, seed=seed, lock=False, **options)
+        else:
+            metrics = evaluate_run(run, output=out_dir / METRICS_FILE, seed=seed or 0, lock=False,
+                                   **{**options, "iw_samples": iw_samples or IW_SAMPLES})
+        shown = splits
+        n_test = metrics.get("settings", {}).get("test_images")
+        if n_test and n_test < len(splits.test):
+            shown = Splits(splits.train, splits.test.subset(torch.arange(n_test)))
+        index = make_figures(run, shown, out_dir / FIGURES_DIR, metrics=metrics,
+                             seed=metrics.get("settings", {}).get("seed", 0), log=log)
+        page = render_html(run, metrics, index, out_dir / FIGURES_DIR)
+        path = out_dir / REPORT_FILE
+        atomic_write_bytes(path, page.encode("utf-8"))
     return path
 
 

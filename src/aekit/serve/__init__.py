@@ -37,7 +37,7 @@ def make_explorer(
     run: Run, *, data: str | None = None, data_dir: str | None = None, limit: int | None = None
 ) -> Explorer:
     """An :class:`Explorer` over the test split of the run's data (or of ``data``), first ``limit`` images."""
-    from ..evaluate import load_run_splits
+    from ..evaluation import load_run_splits
 
     if limit is not None and limit < 1:
         raise AekitError(f"--limit must be >= 1 (got {limit})")

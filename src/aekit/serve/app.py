@@ -203,7 +203,9 @@ class _Guard:
 
         host = _host_name(scope)
         if self.hosts is not None and host not in self.hosts:
-            response = JSONResponse({"error": f"unexpected Host {host!r}: open the page as http://127.0.0.1/"}, 400)
+            port = (scope.get("server") or ("", None))[1]
+            address = f"http://127.0.0.1:{port}/" if port else "http://127.0.0.1/"
+            response = JSONResponse({"error": f"unexpected Host {host!r}: open the page as {address}"}, 400)
             return await response(scope, receive, send_with_headers)
         await self.app(scope, receive, send_with_headers)
 

@@ -25,9 +25,10 @@ import torch
 from tqdm import tqdm
 
 from ..core.config import RunConfig
-from ..core.model import Autoencoder
+from ..core.model import Autoencoder, parameter_count
 from ..core.objectives import TERMS, draw_noise, loss_with_noise
 from ..data import ImageSet, to_unit
+from ..data.machine import check_memory
 from ..data.stream import chunks
 from ..errors import Interrupted
 from .distributed import World
@@ -57,7 +58,10 @@ class Callback:
 
 
 def new_state(config: RunConfig, device: torch.device | str = "cpu") -> TrainState:
-    """A fresh model (seeded by ``config.train.seed``), its optimizer and the training generator."""
+    """A fresh model (seeded by ``config.train.seed``), its optimizer and the training generator; a model whose
+    weights, gradients and Adam's two moments would not fit the memory budget is refused before allocation."""
+    weights = parameter_count(config.model)
+    check_memory(f"training a model of {weights:,} weights (with gradients and Adam's state)", 16 * weights)
     torch.manual_seed(config.train.seed)
     model = Autoencoder(config.model).to(device)
     return TrainState(model, make_optimizer(model, config), torch.Generator().manual_seed(config.train.seed))

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import math
+import os
+import zipfile
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -26,15 +30,68 @@ def _labels(array: np.ndarray, n: int, path: Path, key: str) -> torch.Tensor:
     return torch.from_numpy(array.astype(np.int64))
 
 
+NPY_MAGIC = b"\x93NUMPY"
+ZIP_MAGIC = b"PK\x03\x04"
+
+
+def check_npy_header(f: BinaryIO, data_bytes: int, what: str) -> None:
+    """Read the ``.npy`` header at ``f``'s position and refuse, before anything is allocated, an array whose header
+    announces more data than the ``data_bytes`` that follow it (a damaged or hostile file), or Python objects."""
+    start = f.tell()
+    try:
+        version = np.lib.format.read_magic(f)
+        reader = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+        if reader is None:
+            raise AekitError(f"{what}: .npy format version {version[0]}.{version[1]} is not supported")
+        shape, _, dtype = reader(f)
+    except AekitError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - numpy raises many kinds on damaged headers
+        raise AekitError(f"{what}: not a valid NumPy file ({type(exc).__name__}: {exc})") from None
+    if dtype.hasobject:
+        raise AekitError(f"{what}: holds Python objects (an object array or pickle), which aekit does not load; "
+                         "save plain numeric arrays")
+    announced = math.prod(shape) * dtype.itemsize
+    available = data_bytes - (f.tell() - start)
+    if announced > available:
+        raise AekitError(f"{what}: its header announces a {'x'.join(map(str, shape)) or 'scalar'} {dtype} array of "
+                         f"{announced:,} bytes, but only {max(available, 0):,} bytes follow: truncated or damaged")
+
+
+def _check_headers(f: BinaryIO, path: Path) -> None:
+    """Check the header(s) of an array file before loading it: .npy, or each .npy inside an .npz."""
+    magic = f.read(len(ZIP_MAGIC))
+    f.seek(0)
+    if magic == NPY_MAGIC[: len(magic)] and f.read(len(NPY_MAGIC)) == NPY_MAGIC:
+        f.seek(0)
+        check_npy_header(f, os.fstat(f.fileno()).st_size, str(path))
+    elif magic == ZIP_MAGIC:
+        try:
+            with zipfile.ZipFile(f) as archive:
+                for info in archive.infolist():
+                    if info.filename.endswith(".npy"):
+                        with archive.open(info) as member:
+                            check_npy_header(member, info.file_size, f"{path}[{info.filename[:-4]}]")
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError, NotImplementedError) as exc:
+            raise AekitError(f"{path}: not a valid .npz file ({type(exc).__name__}: {exc})") from None
+    else:
+        raise AekitError(f"{path}: not a NumPy file (it starts with neither the .npy nor the .npz signature: "
+                         f"a text file, or another format, named {path.suffix}?)")
+    f.seek(0)
+
+
 def _np_load(path: Path) -> np.ndarray | dict[str, np.ndarray]:
-    """``np.load`` without pickles: an array (.npy) or a dict of arrays (.npz)."""
+    """``np.load`` without pickles: an array (.npy) or a dict of arrays (.npz), headers checked first."""
     try:
         with open(path, "rb") as f:  # our handle: np.load leaks its own when a zip is corrupt
+            _check_headers(f, path)
             loaded = np.load(f, allow_pickle=False)
             if isinstance(loaded, np.lib.npyio.NpzFile):
                 with loaded:
                     return {key: loaded[key] for key in loaded.files}
             return loaded
+    except AekitError:
+        raise
     except ValueError as exc:
         if "allow_pickle" in str(exc):
             raise AekitError(

@@ -1,22 +1,19 @@
-"""Command-line interface: argument parsing only; each verb calls one library function.
-
-Errors a user can cause are printed as one line on stderr with exit status 2.
-"""
+"""The ``aekit`` command: the verbs' parsers and what each calls; argument parsing only, the work is the
+library's. Errors a user can cause are printed as one line on stderr with exit status 2."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
-import types
-import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-from .core.config import FAMILIES
-from .cpu import tune_cpu
-from .errors import AekitError, Interrupted, ReportedElsewhere
+from ..console import survive_closed_streams
+from ..core.config import FAMILIES
+from ..cpu import tune_cpu
+from ..errors import AekitError, Interrupted, ReportedElsewhere
+from .values import LIMIT, SEED, Parser, add_option_flags, bounded
 
 EXAMPLES = """examples:
   aekit train --model vae --epochs 10                 # VAE on the embedded 5k MNIST digits
@@ -29,73 +26,17 @@ EXAMPLES = """examples:
 """
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2 (argparse would print the whole usage)
-        print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
-        raise SystemExit(2)
-
-
-def _int_list(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.replace("x", ",").split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
-    return values
-
-
-def _size(text: str) -> tuple[int, int]:
-    values = _int_list(text)
-    if len(values) == 1:
-        return (values[0], values[0])
-    if len(values) != 2:
-        raise argparse.ArgumentTypeError(f"expected H,W or one size, got {text!r}")
-    return values  # type: ignore[return-value]
-
-
-def _value_parser(hint: Any) -> Callable[[str], Any]:
-    """How a flag reads the value of an option of type ``hint``: ``int``, ``float``, ``str``, ``512,256``, ``32,32``."""
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):  # X | None: the flag's absence is None
-        hint = next(h for h in typing.get_args(hint) if h is not type(None))
-    if typing.get_origin(hint) is tuple:
-        return _int_list if typing.get_args(hint)[-1] is Ellipsis else _size
-    return hint
-
-
-def _add_option_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per config option (``--noise-std`` for ``noise_std``), generated from its declaration in
-    :mod:`aekit.core.config`, in a group per part. Every default is None: the family's preset decides."""
-    from .core.config import options
-
-    titles = {"data": "data", "model": "model", "objective": "objective", "train": "training"}
-    groups: dict[str, Any] = {}
-    for opt in options():
-        if opt.part not in groups:
-            groups[opt.part] = parser.add_argument_group(f"{titles[opt.part]} options")
-        allowed = opt.allowed()
-        kwargs: dict[str, Any] = {"type": _value_parser(opt.type), "default": None,
-                                  "help": opt.describe().replace("%", "%%")}
-        if allowed is not None and all(isinstance(v, str) for v in allowed):
-            kwargs["choices"] = allowed  # names: argparse refuses others; numbers are the config's to check
-        elif allowed is not None:
-            kwargs["metavar"] = "{" + ",".join(map(str, allowed)) + "}"
-        if opt.metavar is not None:
-            kwargs["metavar"] = opt.metavar
-        groups[opt.part].add_argument(opt.flag, **kwargs)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = Parser(
         prog="aekit",
         description="Train and use image autoencoders: AE, denoising AE, sparse AE, VAE.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    from ._version import __version__
+    from .._version import __version__
 
     parser.add_argument("--version", action="version", version=f"aekit {__version__}")
-    verbs = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=Parser)
     verbs.required = True
 
     t = verbs.add_parser("train", help="train a model and save a run folder")
@@ -108,12 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--stream", action="store_true",
                    help="read a .npy file or an image folder batch by batch instead of holding it in memory "
                         "(default: only when it would take more than half of the available memory)")
-    t.add_argument("--workers", type=int, default=None, metavar="N",
+    t.add_argument("--workers", type=bounded("--workers", int, "[0, 64]"), default=None, metavar="N",
                    help="processes decoding a streamed image folder ahead of training (default: the cores, 1 to 4)")
     t.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="train on the CPU or a GPU (default auto: this process's GPU when there is one); "
                         "under torchrun: gloo on CPUs, nccl on GPUs")
-    _add_option_flags(t)
+    add_option_flags(t)
 
     e = verbs.add_parser("encode", help="save the codes of images (posterior means for a VAE)")
     _run_and_input(e)
@@ -125,14 +66,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = verbs.add_parser("denoise", help="add Gaussian noise to images and denoise them")
     _run_and_input(d)
-    d.add_argument("--noise-std", type=float, default=None, help="noise std (default: the run's training noise, else 0.5)")
-    d.add_argument("--seed", type=int, default=0, help="seed of the noise (default 0)")
+    d.add_argument("--noise-std", type=bounded("--noise-std", float, "[0, 2]"), default=None,
+                   help="noise std, in [0, 2] (default: the run's training noise, else 0.5)")
+    d.add_argument("--seed", type=SEED, default=0, help="seed of the noise (default 0)")
     d.add_argument("-o", "--output", required=True, help="a folder (clean|noisy|denoised PNGs + grid.png) or a .npy file")
 
     s = verbs.add_parser("sample", help="generate new images")
     s.add_argument("run", metavar="RUN", help="a run folder")
-    s.add_argument("-n", type=int, default=64, help="number of samples (default 64)")
-    s.add_argument("--seed", type=int, default=0, help="seed of the draws (default 0)")
+    s.add_argument("-n", type=bounded("-n", int, "[1, inf)"), default=64,
+                   help="number of samples (default 64; a PNG grid holds at most 1,024)")
+    s.add_argument("--seed", type=SEED, default=0, help="seed of the draws (default 0)")
     s.add_argument("-o", "--output", required=True, help="samples.png (a grid) or samples.npy")
 
     i = verbs.add_parser("info", help="describe a run")
@@ -146,10 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("run", metavar="RUN", help="a run folder")
     v.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 opens it to the network)")
-    v.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000; 0 picks a free one)")
+    v.add_argument("--port", type=bounded("--port", int, "[0, 65535]"), default=8000,
+                   help="port to listen on (default 8000; 0 picks a free one)")
     v.add_argument("--data", default=None, help="map this dataset's test split instead of the run's")
     v.add_argument("--data-dir", default=None, help="root of named datasets (default: the run's)")
-    v.add_argument("--limit", type=int, default=None, metavar="N",
+    v.add_argument("--limit", type=LIMIT, default=None, metavar="N",
                    help="map only the first N test images (default all, at most 10,000)")
 
     _measure_parsers(verbs)
@@ -158,52 +102,60 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _measure_parsers(verbs: argparse._SubParsersAction) -> None:
-    """evaluate, report, compare: they write into run folders, so they take RUN folders only (no --pretrained)."""
-    ev = verbs.add_parser("evaluate", help="measure a run on its test split; writes RUN/metrics.json")
-    rp = verbs.add_parser("report", help="write RUN/report.html: metrics, figures, config in one file")
+    """evaluate, report, compare: they write what they measure (into the run folder, or -o)."""
+    iw_samples = bounded("--iw-samples", int, "[1, inf)")
+    ev = verbs.add_parser("evaluate", help="measure a run on its test split; writes RUN/metrics.json (or -o)")
+    ev.add_argument("-o", "--output", default=None, metavar="METRICS.json",
+                    help="write the metrics here instead of RUN/metrics.json (a shipped model's only go here)")
+    rp = verbs.add_parser("report", help="write RUN/report.html: metrics, figures, config in one file (or in -o)")
+    rp.add_argument("-o", "--output", default=None, metavar="DIR",
+                    help="write report.html, figures/ and metrics.json in DIR instead of the run folder")
     for p in (ev, rp):
-        p.add_argument("run_dir", metavar="RUN", help="a run folder")
+        p.add_argument("run", metavar="RUN", help="a run folder")
         p.add_argument("--data", default=None, help="evaluate on this dataset instead of the run's")
         p.add_argument("--data-dir", default=None, help="root of named datasets (default: the run's)")
-        p.add_argument("--iw-samples", type=int, default=None, metavar="K",
+        p.add_argument("--iw-samples", type=iw_samples, default=None, metavar="K",
                        help="importance samples per image for a VAE's IW-NLL (default 1000)")
-        p.add_argument("--limit", type=int, default=None, metavar="N", help="use only the first N test images")
-        p.add_argument("--seed", type=int, default=None, help="seed of noise, samples and subsamples (default 0)")
+        p.add_argument("--limit", type=LIMIT, default=None, metavar="N", help="use only the first N test images")
+        p.add_argument("--seed", type=SEED, default=None, help="seed of noise, samples and subsamples (default 0)")
         p.add_argument("--quiet", action="store_true", help="no progress lines")
     c = verbs.add_parser("compare", help="metrics of several runs side by side (evaluates runs that lack them)")
     c.add_argument("run_dirs", metavar="RUN", nargs="+", help="run folders")
     c.add_argument("-o", "--output", default=None, metavar="TABLE.md",
                    help="also write the table as Markdown and JSON (TABLE.md and TABLE.json)")
-    c.add_argument("--iw-samples", type=int, default=None, metavar="K", help="for runs evaluated now (default 1000)")
-    c.add_argument("--limit", type=int, default=None, metavar="N", help="for runs evaluated now")
+    c.add_argument("--iw-samples", type=iw_samples, default=None, metavar="K",
+                   help="for runs evaluated now (default 1000)")
+    c.add_argument("--limit", type=LIMIT, default=None, metavar="N", help="for runs evaluated now")
     c.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
 def _measure(args: argparse.Namespace) -> None:
     log = None if args.quiet else _err
+    if args.verb in ("evaluate", "report"):
+        source = _source(args)
+        options = dict(data=args.data, data_dir=args.data_dir, limit=args.limit, progress=not args.quiet, log=log)
     if args.verb == "evaluate":
-        from .evaluate import IW_SAMPLES, evaluate_run
-        from .report.tables import format_table
+        from ..evaluation import IW_SAMPLES, evaluate_run
+        from ..report.tables import format_table
 
-        metrics = evaluate_run(
-            args.run_dir, data=args.data, data_dir=args.data_dir, limit=args.limit, seed=args.seed or 0,
-            iw_samples=IW_SAMPLES if args.iw_samples is None else args.iw_samples, progress=not args.quiet, log=log,
-        )
-        if not _is_main():  # under torchrun, rank 0 speaks
-            return
-        print(format_table(metrics))
-        print(f"metrics: {Path(args.run_dir) / 'metrics.json'}")
+        iw = IW_SAMPLES if args.iw_samples is None else args.iw_samples
+        evaluate_run(source, output=args.output, seed=args.seed or 0, iw_samples=iw,
+                     show=lambda metrics: print(format_table(metrics), flush=True), **options)
+        if _is_main():  # under torchrun, rank 0 speaks
+            written = args.output or (Path(args.run) / "metrics.json" if args.run else None)
+            print(f"metrics: {written}" if written else "metrics: not written (pass -o FILE.json to keep them)")
     elif args.verb == "report":
-        from .report.html import report
+        from ..report.html import report
 
-        path = report(args.run_dir, data=args.data, data_dir=args.data_dir, iw_samples=args.iw_samples,
-                      limit=args.limit, seed=args.seed, progress=not args.quiet, log=log)
+        path = report(source, output=args.output, iw_samples=args.iw_samples, seed=args.seed, **options)
         print(f"report: {path}")
     else:
-        from .report.compare import compare, to_markdown, write_comparison
+        from ..report.compare import check_output, compare, to_markdown, write_comparison
 
+        if args.output:
+            check_output(args.output)  # before evaluating anything
         table = compare(args.run_dirs, iw_samples=args.iw_samples, limit=args.limit, progress=not args.quiet, log=log)
-        print(to_markdown(table), end="")
+        print(to_markdown(table), end="")  # with a note under it when the runs' settings differ
         if args.output:
             written = write_comparison(table, args.output)
             print(f"written: {', '.join(map(str, written))}")
@@ -212,7 +164,7 @@ def _measure(args: argparse.Namespace) -> None:
 def _run_and_input(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", metavar="RUN", help="a run folder")
     p.add_argument("input", metavar="INPUT", help="a dataset name (its test split), an image, a folder or a .npy/.npz file")
-    p.add_argument("--limit", type=int, default=None, help="use only the first N images")
+    p.add_argument("--limit", type=LIMIT, default=None, help="use only the first N images")
     p.add_argument("--data-dir", default=None, help="root of named datasets (default: the run's, else $AEKIT_DATA)")
 
 
@@ -222,7 +174,7 @@ def _accept_pretrained(verbs: argparse._SubParsersAction) -> None:
     Give RUN and INPUT side by side (``RUN INPUT --limit 5``): once RUN is optional, argparse cannot
     split them around options. :func:`_load_run` checks that exactly one of the two was given.
     """
-    from .pretrained import available
+    from ..pretrained import available
 
     for p in verbs.choices.values():
         for action in p._actions:
@@ -233,25 +185,31 @@ def _accept_pretrained(verbs: argparse._SubParsersAction) -> None:
                                help=f"a model shipped with aekit instead of RUN: {', '.join(available())}")
 
 
-def _load_run(args: argparse.Namespace):
-    """The run a verb works on: the run folder RUN, or the shipped model ``--pretrained NAME``."""
+def _source(args: argparse.Namespace):
+    """What a verb works on: the run folder RUN (a path), or the shipped model ``--pretrained NAME`` (a Run)."""
     run, name = getattr(args, "run", None), getattr(args, "pretrained", None)
     if run is not None and name is not None:
         raise AekitError(f"give a run folder or --pretrained {name}, not both")
     if name is not None:
-        from .pretrained import load as load_pretrained
+        from ..pretrained import load as load_pretrained
 
         return load_pretrained(name)
     if run is None:
         raise AekitError(f"{args.verb} needs a run folder (RUN) or --pretrained NAME")
-    from .run import Run
+    return run
 
-    return Run.load(run)
+
+def _load_run(args: argparse.Namespace):
+    """The run a verb works on, loaded: the run folder RUN, or the shipped model ``--pretrained NAME``."""
+    from ..run import Run
+
+    source = _source(args)
+    return source if isinstance(source, Run) else Run.load(source)
 
 
 def _train(args: argparse.Namespace) -> None:
-    from .api import train
-    from .core.config import options
+    from ..api import train
+    from ..core.config import options
 
     config_options = {opt.name: getattr(args, opt.name) for opt in options()}
     run = train(args.model, out=args.out, resume=args.resume, force=args.force,
@@ -261,7 +219,7 @@ def _train(args: argparse.Namespace) -> None:
         return
     print(f"run folder: {run.path}")
     if args.report:
-        from .report.html import report
+        from ..report.html import report
 
         print(f"report: {report(run.path, progress=not args.quiet, log=None if args.quiet else _err)}")
 
@@ -299,6 +257,11 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    with survive_closed_streams():  # a closed reader (| head) silences the output, never stops the work
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     import warnings
 
     warnings.showwarning = _show_warning  # one line, no source excerpt
@@ -315,7 +278,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verb in ("evaluate", "report", "compare"):
             _measure(args)
             return 0
-        from . import tasks
+        from .. import tasks
 
         run = _load_run(args)
         if args.verb == "info":
@@ -331,11 +294,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.verb == "sample":
             _print_result(tasks.sample(run, args.output, n=args.n, seed=args.seed))
         elif args.verb == "export":
-            from .export import export_onnx
+            from ..export import export_onnx
 
             _print_result(export_onnx(run, args.onnx))
         elif args.verb == "serve":
-            from .serve import serve
+            from ..serve import serve
 
             serve(run, host=args.host, port=args.port, data=args.data, data_dir=args.data_dir, limit=args.limit,
                   log=_err)
@@ -352,5 +315,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("aekit: interrupted", file=sys.stderr)
         return 130
     except MemoryError:
-        print("aekit: error: out of memory (try a smaller --batch-size or image size)", file=sys.stderr)
+        print("aekit: error: out of memory (try a smaller --batch-size, image size or request)", file=sys.stderr)
+        return 2
+    except RuntimeError as err:  # PyTorch's allocator raises RuntimeError, not MemoryError
+        if "can't allocate memory" not in str(err) and "out of memory" not in str(err).lower():
+            raise
+        print("aekit: error: out of memory (try a smaller --batch-size, image size or request; see "
+              "AEKIT_MEMORY_BUDGET)", file=sys.stderr)
         return 2

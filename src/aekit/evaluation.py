@@ -31,10 +31,18 @@ import torch
 
 from .data import Splits, load_dataset
 from .errors import AekitError
+from .files import RunLock, check_writable
 from .metrics import baselines, likelihood, reconstruction, sparsity
 from .metrics.likelihood import IW_SAMPLES
 from .metrics.pixels import PSNR_CAP_DB
-from .metrics.store import METRICS_FORMAT, METRICS_VERSION, read_metrics, weights_fingerprint, write_metrics
+from .metrics.store import (
+    METRICS_FORMAT,
+    METRICS_VERSION,
+    metrics_path,
+    read_metrics,
+    weights_fingerprint,
+    write_metrics,
+)
 from .run import Run
 from .training.distributed import World, process_group
 
@@ -219,8 +227,9 @@ def load_run_splits(run: Run, *, data: str | None = None, data_dir: str | None =
 
 
 def evaluate_run(
-    run_dir: str | os.PathLike,
+    source: str | os.PathLike | Run,
     *,
+    output: str | os.PathLike | None = None,
     data: str | None = None,
     data_dir: str | None = None,
     splits: Splits | None = None,
@@ -230,29 +239,62 @@ def evaluate_run(
     seed: int = 0,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    show: Callable[[dict[str, Any]], None] | None = None,
+    lock: bool = True,
 ) -> dict[str, Any]:
-    """Evaluate a run folder and write ``RUN/metrics.json`` atomically; returns the metrics.
+    """Evaluate a run and keep its metrics; returns them.
 
-    ``splits`` replaces loading the run's data (e.g. data given to :func:`aekit.train` directly).
-    Under torchrun the processes share the expensive groups out (see the module docstring); rank 0
-    reads the run folder and writes the metrics, and every process returns them.
+    Parameters
+    ----------
+    source : path or Run
+        A run folder (its metrics go to ``RUN/metrics.json``), or a Run such as ``aekit.pretrained(name)``.
+    output : path, optional
+        Write the metrics here instead (the only place a Run without a folder is written to).
+    show : callable, optional
+        Called with the metrics before they are written (the CLI prints its table there: a write that fails
+        then loses nothing the user waited for).
+    lock : bool
+        Hold the run folder's lock while measuring and writing it (False: the caller holds it).
+    data, data_dir, splits, iw_samples, chunk_size, limit, seed, progress, log
+        As for :func:`evaluate`; ``splits`` replaces loading the run's data.
+
+    Before any measuring, the output is checked to be writable and the run folder is locked (one writer at a
+    time, :class:`aekit.files.RunLock`). Under torchrun the processes share the expensive groups out (see the
+    module docstring); rank 0 reads, locks and writes, and every process returns the metrics.
     """
+    held: list[RunLock] = []
 
-    def load() -> tuple[Run, str | None]:
+    def prepare() -> tuple[Run, str | None, Path | None]:
         if iw_samples < 1:
             raise AekitError(f"--iw-samples must be >= 1 (got {iw_samples})")
-        fingerprint = weights_fingerprint(run_dir)  # before loading: the weights the metrics are of
-        return Run.load(run_dir), fingerprint
+        folder = None if isinstance(source, Run) else Path(source)
+        fingerprint = weights_fingerprint(folder) if folder is not None else None  # before loading: these weights
+        run = source if isinstance(source, Run) else Run.load(source)
+        target = Path(output) if output is not None else metrics_path(run.path) if run.path is not None else None
+        if target is not None:
+            check_writable(target)
+            if lock and run.path is not None and target.parent.resolve() == run.path.resolve():
+                held.append(RunLock(run.path, "aekit evaluate").acquire())
+        return run, fingerprint, target
 
     with process_group("cpu") as world:
         if not world.is_main:
             progress, log = False, None
-        run, fingerprint = world.on_main(load)
-        if splits is None:
-            splits = world.main_first(lambda: load_run_splits(run, data=data, data_dir=data_dir, progress=progress))
-        metrics = evaluate(run, splits, iw_samples=iw_samples, chunk_size=chunk_size, limit=limit, seed=seed,
-                           data_name=data or run.config.data.data, log=log, world=world)
-        return world.on_main(lambda: write_metrics(run_dir, metrics, fingerprint))
+        try:
+            run, fingerprint, target = world.on_main(prepare)
+            if splits is None:
+                splits = world.main_first(lambda: load_run_splits(run, data=data, data_dir=data_dir,
+                                                                  progress=progress))
+            metrics = evaluate(run, splits, iw_samples=iw_samples, chunk_size=chunk_size, limit=limit, seed=seed,
+                               data_name=data or run.config.data.data, log=log, world=world)
+            if show is not None and world.is_main:
+                show(metrics)
+            if target is not None:
+                metrics = world.on_main(lambda: write_metrics(target, metrics, fingerprint))
+        finally:
+            for held_lock in held:
+                held_lock.release()
+    return metrics
 
 
 def ensure_metrics(
@@ -266,6 +308,7 @@ def ensure_metrics(
     seed: int | None = None,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    lock: bool = True,
 ) -> dict[str, Any]:
     """The run's ``metrics.json`` if it measured the weights now in the folder and matches every option given
     here; otherwise evaluate (on ``splits`` if given; options not given take their defaults) and write it."""
@@ -277,5 +320,5 @@ def ensure_metrics(
             return metrics
     return evaluate_run(
         run_dir, data=data, data_dir=data_dir, splits=splits, iw_samples=iw_samples or IW_SAMPLES,
-        limit=limit, seed=seed or 0, progress=progress, log=log,
+        limit=limit, seed=seed or 0, progress=progress, log=log, lock=lock,
     )

@@ -648,7 +648,7 @@ def test_bad_npz(tmp_path: Path) -> None:
 
 
 def test_unknown_spec(tmp_path: Path) -> None:
-    with pytest.raises(AekitError, match="mnist-5k, mnist, fashion-mnist.*nor an existing file or folder"):
+    with pytest.raises(AekitError, match="mnist-5k, mnist, fashion-mnist, cifar10.*nor an existing file or folder"):
         load_dataset(str(tmp_path / "nothing-here"))
     with pytest.raises(AekitError, match="no dataset or path given"):
         load_images("")
@@ -657,7 +657,7 @@ def test_unknown_spec(tmp_path: Path) -> None:
         load_images(str(tmp_path / "x.csv"))
     with pytest.raises(AekitError, match="channels"):
         load_dataset("mnist-5k", channels=2)
-    assert DATASETS == ("mnist-5k", "mnist", "fashion-mnist")
+    assert DATASETS == ("mnist-5k", "mnist", "fashion-mnist", "cifar10")
 
 
 def test_idx_labels_must_fit_classes(tmp_path: Path, write_idx) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from aekit.data import download, load_dataset, load_images
 from aekit.data.download import FILES, MD5S, MIRRORS, download_file, fetch, mirror_urls
@@ -110,12 +111,16 @@ def _leftovers(folder: Path) -> list[Path]:
 def test_official_mirrors_and_checksums() -> None:
     assert MIRRORS["mnist"] == ["https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"]
     assert MIRRORS["fashion-mnist"] == ["http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"]
-    for name in FILES:
+    assert MIRRORS["cifar10"] == ["https://www.cs.toronto.edu/~kriz/"]
+    for name in ("mnist", "fashion-mnist"):
         assert set(FILES[name]) == set(MD5S[name]) == set(NAMES)
+    # the binary version's MD5 as https://www.cs.toronto.edu/~kriz/cifar.html publishes it
+    assert FILES["cifar10"] == {"cifar-10-binary.tar.gz": "md5:c32a1d4ab5d03f1284b67883e8d87530"}
 
 
 def test_checksum_tables_match_the_real_files(shared_data: Path) -> None:
-    for name, files in FILES.items():
+    for name in ("mnist", "fashion-mnist"):  # ../shared/data holds CIFAR-10's first records, not its tarball
+        files = FILES[name]
         for filename, sha256 in files.items():
             data = (shared_data / name / filename).read_bytes()
             assert hashlib.sha256(data).hexdigest() == sha256, filename
@@ -277,3 +282,51 @@ def test_no_leftovers_when_interrupted(
     with pytest.raises(KeyboardInterrupt):
         fetch("mnist", tmp_path / "d", mirrors=[mirror], progress=False)
     assert list((tmp_path / "d").iterdir()) == []
+
+
+def _cifar_tarball(sample: Path) -> bytes:
+    """A tarball in the official layout, its batches cut from the 4,000 real records of the shared sample."""
+    import io
+    import tarfile
+
+    data = sample.read_bytes()
+    record = 3073
+    parts = {f"data_batch_{i}.bin": data[(i - 1) * 600 * record : i * 600 * record] for i in range(1, 6)}
+    parts["test_batch.bin"] = data[3000 * record : 3400 * record]
+    parts["batches.meta.txt"] = b"airplane\nautomobile\n"
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for name, payload in parts.items():
+            info = tarfile.TarInfo(f"cifar-10-batches-bin/{name}")
+            info.size = len(payload)
+            archive.addfile(info, io.BytesIO(payload))
+    return buffer.getvalue()
+
+
+def test_cifar10_downloads_verifies_and_reads_the_official_binary_batches(server, tmp_path, shared_data, monkeypatch):
+    from aekit.data import load_dataset
+
+    sample = shared_data / "cifar10-sample" / "data_batch_1.first4000.bin"
+    tarball = _cifar_tarball(sample)
+    monkeypatch.setitem(FILES, "cifar10", {"cifar-10-binary.tar.gz": "md5:" + hashlib.md5(tarball).hexdigest()})
+    monkeypatch.delenv("AEKIT_MIRRORS", raising=False)
+    mirror = _serve(server, "cifar", {"cifar-10-binary.tar.gz": tarball})
+    splits = load_dataset("cifar10", data_dir=tmp_path / "data", mirrors=[mirror], progress=False)
+    assert splits.train.images.shape == (3000, 3, 32, 32) and splits.test.images.shape == (400, 3, 32, 32)
+    assert splits.train.classes[0] == "airplane" and splits.train.labels.max() <= 9
+    raw = np.frombuffer(sample.read_bytes(), np.uint8).reshape(-1, 3073)
+    assert splits.train.labels[:50].tolist() == raw[:50, 0].tolist()
+    np.testing.assert_array_equal(splits.train.images[7].numpy(), raw[7, 1:].reshape(3, 32, 32))
+    again = load_dataset("cifar10", data_dir=tmp_path / "data", mirrors=["http://127.0.0.1:9/"], progress=False)
+    assert torch.equal(again.test.images, splits.test.images)  # unpacked once: read without the network
+
+
+def test_a_damaged_cifar10_tarball_is_refused_and_leaves_nothing(server, tmp_path, shared_data, monkeypatch):
+    from aekit.data import load_dataset
+
+    tarball = _cifar_tarball(shared_data / "cifar10-sample" / "data_batch_1.first4000.bin")
+    monkeypatch.setitem(FILES, "cifar10", {"cifar-10-binary.tar.gz": "md5:" + hashlib.md5(tarball).hexdigest()})
+    mirror = _serve(server, "bad", {"cifar-10-binary.tar.gz": tarball[:-100] + b"x" * 100})
+    with pytest.raises(AekitError, match="checksum mismatch .md5"):
+        load_dataset("cifar10", data_dir=tmp_path / "data", mirrors=[mirror], progress=False)
+    assert not (tmp_path / "data" / "cifar10").exists()

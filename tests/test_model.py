@@ -166,11 +166,16 @@ class _Spy(torch.nn.Module):
         self.logits = logits
         self.seen = None
 
+    is_variational = False
+
+    def latent_shape(self, images=None):
+        return (2,)
+
     def encode(self, x):
         self.seen = x.clone()
         return PointPosterior(x.flatten(1)[:, :2])
 
-    def decode(self, z):
+    def decode(self, z, size=None):
         return self.logits
 
 

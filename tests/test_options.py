@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import inspect
+import itertools
 import math
 import types
 import typing
@@ -25,6 +26,7 @@ NOT_OPTIONS = {
     ("model", "channels"): "the model's image shape is the data's (data.channels is the option)",
     ("model", "height"): "the model's image shape is the data's",
     ("model", "width"): "the model's image shape is the data's",
+    ("model", "outputs"): "the decoder's outputs per channel follow the likelihood (objective.likelihood is the option)",
 }
 # aekit.train's own keywords: how to run, not what to train.
 TRAIN_KEYWORDS = {"family", "out", "resume", "force", "progress", "splits", "log", "stream", "workers", "device",
@@ -104,9 +106,10 @@ def test_config_fields_flags_keywords_and_estimator_parameters_agree():
 def test_each_keyword_sets_its_own_field_and_no_other_field_is_a_keyword():
     for opt in options():
         value = _sample(opt)
-        for family in FAMILIES:  # some values need a family: importance_samples a VAE, sigmoid codes no VAE
+        # some values need a family (importance_samples a VAE, sigmoid codes no VAE) or a backbone (blocks a resnet)
+        for family, extra in itertools.product(FAMILIES, ({}, {"arch": "resnet"}, {"arch": "resnet", "patch": 1})):
             try:
-                config = preset(family, **{opt.name: value})
+                config = preset(family, **{**extra, opt.name: value})
             except aekit.AekitError as err:
                 assert "unknown option" not in str(err)
                 continue

@@ -138,12 +138,12 @@ def evaluate(
         out["skipped"]["variational"] = "deterministic latent: no ELBO or likelihood"
     if model.config.code_activation == "sigmoid":
         target = objective.sparsity_target if objective.sparsity == "kl" else None
-        group("sparsity", lambda: sparsity.sparsity_metrics(model.embed(test), target))
+        group("sparsity", lambda: sparsity.sparsity_metrics(model.embed(test).flatten(1), target))
     else:
         out["skipped"]["sparsity"] = "codes are not sigmoid activations"
     group("denoising", lambda: reconstruction.denoising_metrics(
         model, test, trained_noise_std=objective.noise_std, seed=seed))
-    pca = world.on_main(lambda: baselines.fit_pca(splits.train.images, model.config.latent_dim, seed=seed))
+    pca = world.on_main(lambda: baselines.fit_pca(splits.train.images, model.config.code_size, seed=seed))
     group("pca", lambda: baselines.pca_metrics(pca, test, out["reconstruction"]["mse_per_pixel"]))
     labelled = splits.train.labels is not None and splits.test.labels is not None
     if labelled and len(torch.unique(splits.train.labels)) > 1:
@@ -167,7 +167,7 @@ def _representation(model, splits: Splits, pca, probe_train_max: int, seed: int)
     train_y = baselines.subsample(splits.train.labels, probe_train_max, seed)
     test = splits.test.images
     features = {
-        "codes": (model.embed(train_x).numpy(), model.embed(test).numpy()),
+        "codes": (model.embed(train_x).flatten(1).numpy(), model.embed(test).flatten(1).numpy()),
         "pca": baselines.pca_codes(pca, train_x, test),
         "pixels": (baselines.flat(train_x), baselines.flat(test)),
     }
@@ -205,7 +205,8 @@ def _run_summary(run: Run) -> dict[str, Any]:
         "family": run.config.family,
         "arch": m.arch,
         "latent": m.latent,
-        "latent_dim": m.latent_dim,
+        "latent_dim": m.code_size,
+        "latent_shape": list(m.latent_shape()),
         "code_activation": m.code_activation,
         "image_shape": list(m.image_shape),
         "epoch": run.epoch,

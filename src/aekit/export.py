@@ -24,7 +24,6 @@ from torch import nn
 
 from ._version import __version__
 from .core.model import Autoencoder
-from .core.objectives import mean_image
 from .errors import AekitError
 from .files import atomic_write_bytes, atomic_write_json, check_writable, make_folder
 from .run import Run
@@ -50,7 +49,7 @@ class _Decoder(nn.Module):
         self.model = model
 
     def forward(self, codes: torch.Tensor) -> torch.Tensor:
-        return mean_image(self.model.decode(codes))  # (N, D) -> (N, C, H, W) in [0, 1]
+        return self.model.mean(self.model.decode(codes))  # (N, D) -> (N, C, H, W) in [0, 1]
 
 
 def export_onnx(run: Run, out_dir: str | Path, *, opset: int = OPSET) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from .core.config import FAMILIES, Option, options, preset
-from .core.objectives import TERMS, loss_terms, mean_image
+from .core.objectives import TERMS, loss_terms
 from .cpu import tune_cpu
 from .data import ImageSet, Splits
 from .training.loop import EVAL_SEED, fit, new_state
@@ -293,7 +293,7 @@ class AutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         net, dtype = self._network(Z)
         z = torch.from_numpy(np.ascontiguousarray(Z, dtype=dtype))
         with torch.inference_mode():
-            images = [mean_image(net.decode(chunk)).flatten(1) for chunk in z.split(_BATCH)]
+            images = [net.mean(net.decode(chunk)).flatten(1) for chunk in z.split(_BATCH)]
         unit = _numpy(images, (0, self.n_features_in_), dtype)
         out = unit * (self.data_max_ - self.data_min_).astype(dtype) + self.data_min_.astype(dtype)
         return out if self._fit_ndim == 2 else out.reshape(len(out), *self.image_shape_)

@@ -14,8 +14,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .core.objectives import corrupt
 from .core.options import Interval, check_value
 from .data import ImageSet, load_images
+from .data.load import iter_photos
 from .data.machine import check_memory
 from .errors import AekitError
 from .files import atomic_write_bytes, check_writable, make_folder
@@ -77,7 +79,7 @@ def encode(run: Run, spec: str, out: str | Path, *, limit: int | None = None,
     _check_output(out, arrays=(".npy", ".npz"), folder=False)
     model, images = run.model, load_inputs(run, spec, limit=limit, data_dir=data_dir)
     check_memory(f"encoding {len(images):,} images", 4 * len(images) * (math.prod(model.config.image_shape)
-                                                                        + model.config.latent_dim))
+                                                                        + model.config.code_size))
     codes = model.embed(images.images)
     if out.suffix == ".npy":
         save_npy(codes, out)
@@ -88,7 +90,7 @@ def encode(run: Run, spec: str, out: str | Path, *, limit: int | None = None,
             arrays["labels"] = images.labels.numpy()
         np.savez(buffer, **arrays)
         atomic_write_bytes(out, buffer.getvalue())
-    return {"images": len(images), "latent_dim": codes.shape[1], "output": str(out)}
+    return {"images": len(images), "latent_shape": "x".join(map(str, codes.shape[1:])), "output": str(out)}
 
 
 def reconstruct(run: Run, spec: str, out: str | Path, *, limit: int | None = None,
@@ -96,6 +98,8 @@ def reconstruct(run: Run, spec: str, out: str | Path, *, limit: int | None = Non
     """Reconstruct INPUT: one PNG per image plus ``grid.png`` (inputs over reconstructions), or a .npy array."""
     out = Path(out)
     _check_output(out)
+    if run.model.config.spatial:
+        return _photos(run, spec, out, limit=limit, data_dir=data_dir)
     model, images = run.model, load_inputs(run, spec, limit=limit, data_dir=data_dir)
     _budget("reconstructing", len(images), 3, run, out)
     clean = model.prepare(images.images)
@@ -112,6 +116,49 @@ def reconstruct(run: Run, spec: str, out: str | Path, *, limit: int | None = Non
     return {"images": len(recon), "mse_per_pixel": mse, "psnr_db": mean_psnr(clean, recon), "output": str(out)}
 
 
+def _photos(run: Run, spec: str, out: Path, *, noise_std: float | None = None, seed: int = 0,
+            limit: int | None = None, data_dir: str | None = None) -> dict:
+    """A spatial model's reconstruct (or, with ``noise_std``, denoise): every image at its own size, one at a time
+    (a large one in tiles), each written as a PNG named after it, or all stacked in a .npy when they share a size."""
+    model, c = run.model, run.model.config.channels
+    results, arrays = [], []
+    names: set[str] = set()
+    generator = torch.Generator().manual_seed(seed)
+    for i, (name, image) in enumerate(iter_photos(spec, channels=c, data_dir=data_dir or run.config.data.data_dir)):
+        if limit is not None and i >= limit:
+            break
+        check_memory(f"{'denoising' if noise_std is not None else 'reconstructing'} a {image.shape[-1]}x"
+                     f"{image.shape[-2]} image", 6 * 4 * image.numel())
+        clean = model.prepare(image)
+        if noise_std is None:
+            shown = model.reconstruct(image)
+            row = {"psnr_db": mean_psnr(clean, shown)}
+        else:
+            noisy = corrupt(clean, noise_std=noise_std, generator=generator)
+            shown = model.reconstruct(noisy)
+            row = {"psnr_noisy_db": mean_psnr(noisy, clean), "psnr_denoised_db": mean_psnr(shown, clean)}
+        if out.suffix == ".npy":
+            if arrays and arrays[0].shape != shown.shape:
+                raise AekitError(f"-o {out}: the images differ in size, so they cannot share an array; give a folder")
+            arrays.append(shown)
+        else:
+            make_folder(out)
+            stem = Path(name).with_suffix("").as_posix().replace("/", "_")
+            stem = stem if stem not in names else f"{stem}-{i}"
+            names.add(stem)
+            if noise_std is not None:
+                save_png(noisy[0], out / f"{stem}-noisy.png")
+            save_png(shown[0], out / f"{stem}.png")
+        results.append(row)
+    if not results:
+        raise AekitError(f"{spec} holds no images")
+    if arrays:
+        save_npy(torch.cat(arrays), out)
+    summary = {key: sum(r[key] for r in results) / len(results) for key in results[0]}
+    return {"images": len(results), **summary, **({"noise_std": noise_std} if noise_std is not None else {}),
+            "output": str(out)}
+
+
 def denoise(run: Run, spec: str, out: str | Path, *, noise_std: float, seed: int = 0,
             limit: int | None = None, data_dir: str | None = None) -> dict:
     """Add Gaussian noise to INPUT and denoise it: per image a clean | noisy | denoised PNG plus ``grid.png``
@@ -119,6 +166,8 @@ def denoise(run: Run, spec: str, out: str | Path, *, noise_std: float, seed: int
     out = Path(out)
     check_value("noise std", noise_std, NOISE_STD)
     _check_output(out)
+    if run.model.config.spatial:
+        return _photos(run, spec, out, noise_std=noise_std, seed=seed, limit=limit, data_dir=data_dir)
     model, images = run.model, load_inputs(run, spec, limit=limit, data_dir=data_dir)
     _budget("denoising", len(images), 4, run, out)
     clean = model.prepare(images.images)
@@ -171,7 +220,9 @@ def describe(run: Run) -> str:
         f"family      {config.family} ({'variational' if model.is_variational else 'deterministic'} latent)",
         f"backbone    {m.arch} {','.join(map(str, m.hidden))}, activation {m.activation}",
         f"images      {m.channels}x{m.height}x{m.width} from {config.data.data}",
-        f"latent      {m.latent_dim}-d {m.latent}" + (", sigmoid codes" if m.code_activation == "sigmoid" else ""),
+        (f"latent      {'x'.join(map(str, m.latent_shape()))} {m.latent} map (any image size)" if m.spatial
+         else f"latent      {m.latent_dim}-d {m.latent}")
+        + (", sigmoid codes" if m.code_activation == "sigmoid" else ""),
         f"objective   {o.likelihood} likelihood"
         + (f", beta {o.beta:g}" if model.is_variational else "")
         + (f", IWAE bound with {o.importance_samples} samples" if o.importance_samples > 1 else "")

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,8 +40,9 @@ __all__ = ["ARCHS", "FAMILIES", "FAMILY_DEFAULTS", "PARTS", "DataConfig", "Inter
            "ObjectiveConfig", "Option", "RunConfig", "TrainConfig", "from_dict", "option", "options", "preset"]
 
 FAMILIES = ("ae", "dae", "sae", "vae")
-ARCHS = ("mlp", "conv")
-DEFAULT_HIDDEN = {"mlp": (512, 256), "conv": (32, 64, 128)}
+ARCHS = ("mlp", "conv", "resnet")
+DEFAULT_HIDDEN = {"mlp": (512, 256), "conv": (32, 64, 128), "resnet": (48, 96, 192)}
+RESNET_WIDTHS = (48, 96, 192, 192, 256, 256, 256)  # stage widths by depth, for a --downsample f without --hidden
 MAX_INPUT_VALUES = 4 * 1024 * 1024  # C*H*W a model takes: beyond this an MLP's first layer alone is many GB
 # What each family changes from the dataclass defaults: preset() applies it, help texts quote it.
 FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -55,11 +57,13 @@ FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
 class ModelConfig:
     """The network: backbone, image shape, latent. Everything needed to rebuild the weights."""
 
-    arch: str = option("mlp", "backbone: mlp, or conv for real images", choices=ARCHS)
+    arch: str = option("mlp", "backbone: mlp; conv (stride-2 convolutions); resnet (residual stages with GroupNorm "
+                       "and SiLU, resize-conv upsampling: for photos)", choices=ARCHS)
     # The image shape is the data's (aekit.train sets it), not an option.
     channels: int = 1
     height: int = 28
     width: int = 28
+    outputs: int = 1  # decoder outputs per image channel: the likelihood's parameters (preset() sets it), not an option
     latent_dim: int = option(32, "size of the code", bounds="[1, 65536]")
     hidden: tuple[int, ...] = option(
         (), "layer widths of the MLP, or channel widths of the conv backbone (default "
@@ -74,14 +78,32 @@ class ModelConfig:
         1.0, "the decoder reads code x code_scale; left unset with kl sparsity on sigmoid codes (the sae preset): "
         "1 / sparsity_target, so that the decoder's input is O(1)", bounds="(0, inf)",
     )
+    blocks: int = option(1, "residual blocks per stage of the resnet backbone", bounds="[1, 8]")
+    patch: int = option(
+        2, "the resnet's space-to-depth stem and sub-pixel head: p x p pixels folded into channels, so no layer runs "
+        "at full resolution (much cheaper on a CPU)", choices=(1, 2, 4, 8),
+    )
+    latent_channels: int = option(
+        0, "a spatial latent of C x H/f x W/f (resnet): the model is fully convolutional and takes any image size; "
+        "0: a vector latent of --latent-dim", bounds="[0, 1024]", metavar="C",
+    )
+    downsample: int = option(
+        0, "the resnet's factor f (a power of 2, at least --patch): stages = log2(f / patch) + 1, widths by default "
+        + ",".join(map(str, RESNET_WIDTHS)) + " cut to that many; 0: from --hidden", bounds="[0, 256]", metavar="F",
+    )
 
     def __post_init__(self) -> None:
         check_types(self)
+        if self.downsample and self.arch == "resnet" and not self.hidden and self.downsample >= self.patch:
+            self.hidden = RESNET_WIDTHS[: (self.downsample // self.patch).bit_length()]
         self.hidden = tuple(self.hidden) or DEFAULT_HIDDEN.get(self.arch, ())
         _check_options(self)
+        _check_spatial(self)
         if self.latent == "gaussian" and self.code_activation != "none":
             raise AekitError("a gaussian latent cannot have a sigmoid code activation")
         _positive("channels", self.channels)
+        if not 1 <= self.outputs <= 16:
+            raise AekitError(f"outputs must be between 1 and 16 (got {self.outputs})")
         _positive("height", self.height)
         _positive("width", self.width)
         if self.channels not in CHANNELS:
@@ -100,6 +122,46 @@ class ModelConfig:
     def image_shape(self) -> tuple[int, int, int]:
         return (self.channels, self.height, self.width)
 
+    @property
+    def spatial(self) -> bool:
+        """Whether the latent is a C x h x w map (``latent_channels`` > 0) rather than a vector."""
+        return self.latent_channels > 0
+
+    @property
+    def factor(self) -> int:
+        """How much the backbone shrinks H and W (1 for the MLP, whose code is always a vector)."""
+        return self.patch * 2 ** (len(self.hidden) - 1) if self.arch == "resnet" else 1
+
+    def latent_shape(self, height: int | None = None, width: int | None = None) -> tuple[int, ...]:
+        """The code's shape for an image of ``height`` x ``width`` (default the training size): ``(latent_dim,)``,
+        or ``(C, ceil(H / f), ceil(W / f))`` for a spatial latent (the model pads the image to a multiple of f)."""
+        if not self.spatial:
+            return (self.latent_dim,)
+        f, h, w = self.factor, height or self.height, width or self.width
+        return (self.latent_channels, -(-h // f), -(-w // f))
+
+    @property
+    def code_size(self) -> int:
+        """Numbers in one image's code at the training size (for a spatial latent C x h x w)."""
+        return math.prod(self.latent_shape())
+
+
+def _check_spatial(m: ModelConfig) -> None:
+    """The backbone options that only the resnet takes, and whether they agree."""
+    if m.arch != "resnet":
+        for name, value in (("latent_channels", m.latent_channels), ("downsample", m.downsample),
+                            ("blocks", m.blocks if m.blocks != 1 else 0), ("patch", m.patch if m.patch != 2 else 0)):
+            if value:
+                raise AekitError(f"{name} needs --arch resnet (got --arch {m.arch})")
+        return
+    if len(m.hidden) > 7:
+        raise AekitError("a resnet backbone takes at most 7 stage widths (a factor of 64)")
+    if m.downsample and (m.downsample & (m.downsample - 1) or m.downsample < m.patch):
+        raise AekitError(f"downsample must be a power of 2 and at least --patch {m.patch} (got {m.downsample})")
+    if m.downsample and m.downsample != m.factor:
+        stages = (m.downsample // m.patch).bit_length()
+        raise AekitError(f"downsample {m.downsample} with --patch {m.patch} needs {stages} stage widths; --hidden "
+                         f"{','.join(map(str, m.hidden))} gives {len(m.hidden)} stages, a factor of {m.factor}")
 
 @dataclass
 class ObjectiveConfig:
@@ -248,6 +310,10 @@ class RunConfig:
             )
         if self.objective.importance_samples > 1 and self.model.latent != "gaussian":
             raise AekitError("--importance-samples needs a variational latent: use --model vae")
+        params = LIKELIHOODS[self.objective.likelihood].params
+        if self.model.outputs != params:
+            raise AekitError(f"the {self.objective.likelihood} likelihood takes {params} decoder output(s) per channel; "
+                             f"the model makes {self.model.outputs}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -300,6 +366,7 @@ def preset(family: str, **overrides: Any) -> RunConfig:
         # weights would have to grow 20x, a step of Adam at a time. Reading code / rho puts them at O(1):
         # on MNIST (MLP, 30 epochs) the SAE's MSE went from 1.61x the AE's to 1.11x at the same rate.
         parts["model"] = dataclasses.replace(model, code_scale=1.0 / objective.sparsity_target)
+    parts["model"] = dataclasses.replace(parts["model"], outputs=LIKELIHOODS[objective.likelihood].params)
     return RunConfig(family=family, **parts)
 
 

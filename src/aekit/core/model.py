@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..data.imageset import to_unit
@@ -19,7 +20,9 @@ from ..errors import AekitError
 from .config import ModelConfig
 from .latent import GaussianHead, PointHead
 from .nets import build_backbones
-from .objectives import corrupt, mean_image
+from .objectives import corrupt
+from .resnet import receptive_radius
+from .tiling import TILE_ABOVE, tiled
 
 
 class Autoencoder(nn.Module):
@@ -42,13 +45,15 @@ class Autoencoder(nn.Module):
         super().__init__()
         self.config = config
         self.encoder, self.decoder, feature_dim = build_backbones(config)
+        units = config.latent_channels if config.spatial else config.latent_dim
         if config.latent == "gaussian":
-            self.head: nn.Module = GaussianHead(feature_dim, config.latent_dim)
+            self.head: nn.Module = GaussianHead(feature_dim, units, spatial=config.spatial)
         else:
-            self.head = PointHead(feature_dim, config.latent_dim, config.code_activation)
-        # A Gaussian fitted to the training codes: how a deterministic AE "samples".
-        self.register_buffer("code_mean", torch.zeros(config.latent_dim))
-        self.register_buffer("code_scale_tril", torch.eye(config.latent_dim))
+            self.head = PointHead(feature_dim, units, config.code_activation, spatial=config.spatial)
+        # A Gaussian fitted to the training codes: how a deterministic AE "samples". A spatial latent's is
+        # over its channels, shared by every position (so it samples any size).
+        self.register_buffer("code_mean", torch.zeros(units))
+        self.register_buffer("code_scale_tril", torch.eye(units))
 
     @torch.no_grad()
     def init_output_bias(self, images: torch.Tensor) -> None:
@@ -64,24 +69,49 @@ class Autoencoder(nn.Module):
             total += batch.sum(0, dtype=torch.int64)  # (B, C, H, W) -> (C, H, W)
             n += len(batch)
         mean = total.float().div_(max(n, 1)).div_(255).clamp_(1e-3, 1 - 1e-3)  # (C, H, W)
-        self.decoder.init_output_bias(torch.logit(mean))
+        self.decoder.init_output_bias(torch.logit(mean))  # the mean channels; a scale's log starts at the layer's own
+
+    def mean(self, outputs: torch.Tensor) -> torch.Tensor:
+        """The decoder's mean image in [0, 1]: the sigmoid of its first C output channels (the mean's logits;
+        a likelihood with a learned scale has its log-scale after them)."""
+        c = self.config.channels
+        return torch.sigmoid(outputs if outputs.shape[-3] == c else outputs[..., :c, :, :])
 
     @property
     def is_variational(self) -> bool:
         return self.config.latent == "gaussian"
 
+    def latent_shape(self, images: torch.Tensor | tuple[int, int] | None = None) -> tuple[int, ...]:
+        """One image's code: ``(D,)``, or ``(C, h, w)`` for a spatial latent and images (or an ``(H, W)``) of that
+        size (default the training size)."""
+        if not self.config.spatial:
+            return (self.config.latent_dim,)
+        if isinstance(images, torch.Tensor):
+            images = tuple(images.shape[-2:])
+        return self.config.latent_shape(*(images or (None, None)))
+
     def encode(self, x: torch.Tensor):
-        """(B, C, H, W) floats in [0, 1] -> a code distribution over (B, D)."""
+        """(B, C, H, W) floats in [0, 1] -> a code distribution over (B, D), or (B, C', H/f, W/f) for a spatial
+        latent (the images padded to a multiple of f by reflection)."""
+        f = self.config.factor
+        if self.config.spatial and (x.shape[-2] % f or x.shape[-1] % f):
+            pad_h, pad_w = -x.shape[-2] % f, -x.shape[-1] % f
+            mode = "reflect" if pad_h < x.shape[-2] and pad_w < x.shape[-1] else "replicate"
+            x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
         return self.head(self.encoder(x))
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """(B, D) -> (B, C, H, W) logits; ``mean_image`` maps them to [0, 1]."""
+    def decode(self, z: torch.Tensor, size: tuple[int, int] | torch.Size | None = None) -> torch.Tensor:
+        """(B, D) or (B, C', h, w) -> (B, C, H, W) logits, cropped to ``size`` (H, W) when given (a spatial
+        latent decodes the padded size); :meth:`mean` maps them to [0, 1]."""
         scale = self.config.code_scale
-        return self.decoder(z if scale == 1.0 else z * scale)
+        out = self.decoder(z if scale == 1.0 else z * scale)
+        if size is not None and tuple(out.shape[-2:]) != tuple(size):
+            out = out[..., : size[0], : size[1]]
+        return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Reconstruction (posterior mode decoded) in [0, 1]."""
-        return mean_image(self.decode(self.encode(x).mode()))
+        """Reconstruction (posterior mode decoded) in [0, 1], of the images' size."""
+        return self.mean(self.decode(self.encode(x).mode(), size=x.shape[-2:]))
 
     # ----- high-level helpers: no gradients, batched, images as uint8 or [0, 1] floats -----
 
@@ -93,7 +123,11 @@ class Autoencoder(nn.Module):
         x = images if isinstance(images, torch.Tensor) else torch.as_tensor(np.asarray(images))
         if x.ndim == 3 and self.config.channels == 1:
             x = x.unsqueeze(1)  # (N, H, W) -> (N, 1, H, W)
-        if x.ndim != 4 or tuple(x.shape[1:]) != self.config.image_shape:
+        if self.config.spatial:  # fully convolutional: any size, the model's channels
+            if x.ndim != 4 or x.shape[1] != self.config.channels or min(x.shape[2:], default=0) < 1:
+                raise AekitError(f"images have shape {tuple(x.shape)}; this model takes (N, {self.config.channels}, "
+                                 "H, W) of any size")
+        elif x.ndim != 4 or tuple(x.shape[1:]) != self.config.image_shape:
             raise AekitError(
                 f"images have shape {tuple(x.shape)}; this model takes (N, "
                 f"{', '.join(map(str, self.config.image_shape))})"
@@ -107,26 +141,34 @@ class Autoencoder(nn.Module):
 
     @torch.inference_mode()
     def embed(self, images, batch_size: int = 1024) -> torch.Tensor:
-        """Codes (posterior means for a VAE): (N, C, H, W) -> (N, D)."""
+        """Codes (posterior means for a VAE): (N, C, H, W) -> (N, D), or (N, C', h, w) for a spatial latent."""
         self.eval()
         out = [self.encode(x).mode() for x in self._batches(images, batch_size)]
-        return torch.cat(out) if out else torch.empty(0, self.config.latent_dim)
+        return torch.cat(out) if out else torch.empty(0, *self.latent_shape())
 
     @torch.inference_mode()
-    def decode_images(self, codes, batch_size: int = 1024) -> torch.Tensor:
-        """Codes (N, D) -> mean images in [0, 1], (N, C, H, W)."""
+    def decode_images(self, codes, batch_size: int = 1024, size: tuple[int, int] | None = None) -> torch.Tensor:
+        """Codes (N, D) or (N, C', h, w) -> mean images in [0, 1], (N, C, H, W) (cropped to ``size``)."""
         self.eval()
         z = torch.as_tensor(np.asarray(codes) if not isinstance(codes, torch.Tensor) else codes).float()
-        if z.ndim != 2 or z.shape[1] != self.config.latent_dim:
-            raise AekitError(f"codes have shape {tuple(z.shape)}; this model takes (N, {self.config.latent_dim})")
-        out = [mean_image(self.decode(chunk)) for chunk in z.split(batch_size)]
+        want = self.latent_shape()
+        if z.ndim != 1 + len(want) or z.shape[1] != want[0]:
+            shape = ", ".join(map(str, want)) if not self.config.spatial else f"{want[0]}, h, w"
+            raise AekitError(f"codes have shape {tuple(z.shape)}; this model takes (N, {shape})")
+        out = [self.mean(self.decode(chunk, size=size)) for chunk in z.split(batch_size)]
         return torch.cat(out) if out else torch.empty(0, *self.config.image_shape)
+
+    def _whole_or_tiled(self, x: torch.Tensor) -> torch.Tensor:
+        """``self(x)``; a large photo through a spatial latent in overlapping tiles (bounded memory, no seams)."""
+        if self.config.spatial and x.shape[-2] * x.shape[-1] > TILE_ABOVE:
+            return tiled(self, x, factor=self.config.factor, margin=receptive_radius(self.config))
+        return self(x)
 
     @torch.inference_mode()
     def reconstruct(self, images, batch_size: int = 1024) -> torch.Tensor:
-        """Decode the code of each image: (N, C, H, W) -> (N, C, H, W) in [0, 1]."""
+        """Decode the code of each image: (N, C, H, W) -> (N, C, H, W) in [0, 1] (a large photo in tiles)."""
         self.eval()
-        out = [self(x) for x in self._batches(images, batch_size)]
+        out = [self._whole_or_tiled(x) for x in self._batches(images, batch_size)]
         return torch.cat(out) if out else torch.empty(0, *self.config.image_shape)
 
     @torch.inference_mode()
@@ -140,23 +182,30 @@ class Autoencoder(nn.Module):
         for x in self._batches(images, batch_size):
             x_noisy = corrupt(x, noise_std=noise_std, generator=generator)
             noisy.append(x_noisy)
-            clean.append(self(x_noisy))
+            clean.append(self._whole_or_tiled(x_noisy))
         empty = torch.empty(0, *self.config.image_shape)
         return (torch.cat(noisy) if noisy else empty), (torch.cat(clean) if clean else empty)
 
     @torch.inference_mode()
-    def sample(self, n: int, seed: int = 0) -> torch.Tensor:
+    def sample(self, n: int, seed: int = 0, size: tuple[int, int] | None = None) -> torch.Tensor:
         """``n`` new images in [0, 1]: decoded draws from the prior N(0, I) for a VAE, from the
-        Gaussian fitted to the training codes for a deterministic autoencoder."""
+        Gaussian fitted to the training codes for a deterministic autoencoder. ``size`` (H, W): a spatial
+        latent's images of another size than the training one."""
         if n < 1:
             raise AekitError(f"the number of samples must be >= 1 (got {n})")
         self.eval()
         generator = torch.Generator().manual_seed(seed)
-        eps = torch.randn(n, self.config.latent_dim, generator=generator)
-        z = eps if self.is_variational else self.code_mean + eps @ self.code_scale_tril.T
+        shape = self.latent_shape(size)
+        if self.config.spatial:  # channels last: the fitted Gaussian is over the channels, at every position
+            eps = torch.randn(n, *shape[1:], shape[0], generator=generator)
+            z = eps if self.is_variational else self.code_mean + eps @ self.code_scale_tril.T
+            z = z.permute(0, 3, 1, 2)  # (n, h, w, C) -> (n, C, h, w)
+        else:
+            eps = torch.randn(n, *shape, generator=generator)
+            z = eps if self.is_variational else self.code_mean + eps @ self.code_scale_tril.T
         if self.config.code_activation == "sigmoid":
             z = z.clamp(0.0, 1.0)
-        return self.decode_images(z)
+        return self.decode_images(z, size=size)
 
     @torch.inference_mode()
     def fit_code_distribution(self, images, batch_size: int = 1024) -> None:
@@ -165,7 +214,10 @@ class Autoencoder(nn.Module):
 
     @torch.inference_mode()
     def set_code_distribution(self, codes: torch.Tensor) -> None:
-        """Fit ``code_mean`` and ``code_scale_tril`` to (N, D) codes."""
+        """Fit ``code_mean`` and ``code_scale_tril`` to (N, D) codes (a spatial latent's (N, C, h, w): over
+        its channels, every position an observation)."""
+        if codes.dim() == 4:
+            codes = codes.permute(0, 2, 3, 1).reshape(-1, codes.shape[1])  # (N, C, h, w) -> (N h w, C)
         codes = codes.double()
         mean = codes.mean(0)
         centred = codes - mean

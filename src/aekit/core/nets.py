@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from .config import ModelConfig
+from .resnet import ResNetDecoder, ResNetEncoder
 
 LEAKY_SLOPE = 0.2
 
@@ -35,6 +36,9 @@ def build_backbones(config: ModelConfig) -> tuple[nn.Module, nn.Module, int]:
     if config.arch == "mlp":
         encoder = MLPEncoder(config)
         return encoder, MLPDecoder(config), encoder.feature_dim
+    if config.arch == "resnet":
+        encoder = ResNetEncoder(config)
+        return encoder, ResNetDecoder(config), encoder.feature_dim
     encoder = ConvEncoder(config)
     return encoder, ConvDecoder(config), encoder.feature_dim
 
@@ -57,23 +61,28 @@ class MLPEncoder(nn.Module):
         return self.net(x)  # (B, C, H, W) -> (B, hidden[-1])
 
 
+def output_shape(config: ModelConfig) -> tuple[int, int, int]:
+    """What a decoder makes: (C x outputs, H, W), the likelihood's parameters for every pixel."""
+    return (config.channels * config.outputs, config.height, config.width)
+
+
 class MLPDecoder(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         widths = [config.latent_dim, *reversed(config.hidden)]
         self.net = nn.Sequential(
             *_mlp(widths, config.activation),
-            nn.Linear(widths[-1], math.prod(config.image_shape)),
-            nn.Unflatten(1, config.image_shape),
+            nn.Linear(widths[-1], math.prod(output_shape(config))),
+            nn.Unflatten(1, output_shape(config)),
         )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z)  # (B, D) -> (B, C, H, W) logits
+        return self.net(z)  # (B, D) -> (B, C x outputs, H, W) logits
 
     @torch.no_grad()
     def init_output_bias(self, logits: torch.Tensor) -> None:
-        """Start the output at a given image's logits: (C, H, W) -> the last layer's bias."""
-        self.net[-2].bias.copy_(logits.flatten())
+        """Start the output at a given image's logits: (C, H, W) -> the mean channels' part of the last bias."""
+        self.net[-2].bias[: logits.numel()].copy_(logits.flatten())
 
 
 def conv_sizes(height: int, width: int, n_layers: int) -> list[tuple[int, int]]:
@@ -105,7 +114,7 @@ class ConvDecoder(nn.Module):
         super().__init__()
         sizes = conv_sizes(config.height, config.width, len(config.hidden))
         h, w = sizes[-1]
-        channels = [config.channels, *config.hidden]
+        channels = [config.channels * config.outputs, *config.hidden]
         act = ACTIVATIONS[config.activation]
         layers: list[nn.Module] = [
             nn.Linear(config.latent_dim, channels[-1] * h * w),
@@ -127,4 +136,4 @@ class ConvDecoder(nn.Module):
     @torch.no_grad()
     def init_output_bias(self, logits: torch.Tensor) -> None:
         """Start the output near a given image's logits: (C, H, W) -> per-channel bias (its spatial mean)."""
-        self.net[-1].bias.copy_(logits.mean((1, 2)))
+        self.net[-1].bias[: len(logits)].copy_(logits.mean((1, 2)))

@@ -19,9 +19,11 @@ TERMS = ("loss", "recon", "kl", "sparsity")  # the loss and its terms, in this o
 
 
 def draw_noise(
-    x: torch.Tensor, config: ObjectiveConfig, latent_dim: int, variational: bool, generator: torch.Generator | None
+    x: torch.Tensor, config: ObjectiveConfig, latent_shape: int | tuple[int, ...], variational: bool,
+    generator: torch.Generator | None,
 ) -> dict[str, torch.Tensor]:
-    """All the randomness of one training step, drawn eagerly from ``generator``.
+    """All the randomness of one training step, drawn eagerly from ``generator``. ``latent_shape``: one image's
+    code, ``D`` or ``(C, h, w)`` (``model.latent_shape(H, W)``).
 
     Keeping it out of the loss lets ``torch.compile`` trace the loss as one graph, and
     makes a step's randomness a function of the generator state alone (exact resume).
@@ -38,8 +40,9 @@ def draw_noise(
     if config.salt_pepper > 0:
         noise["salt_pepper"] = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=x.device)
     if variational:
-        k = config.importance_samples  # (K, B, D) for the IWAE bound; (B, D) for the ELBO
-        shape = (x.shape[0], latent_dim) if k == 1 else (k, x.shape[0], latent_dim)
+        code = (latent_shape,) if isinstance(latent_shape, int) else tuple(latent_shape)
+        k = config.importance_samples  # (K, B, *code) for the IWAE bound; (B, *code) for the ELBO
+        shape = (x.shape[0], *code) if k == 1 else (k, x.shape[0], *code)
         noise["eps"] = torch.randn(shape, generator=generator, dtype=x.dtype, device=x.device)
     return noise
 
@@ -70,7 +73,7 @@ def corrupt(
 ) -> torch.Tensor:
     """Corrupt clean images for denoising; the result is clipped to [0, 1]."""
     config = ObjectiveConfig(noise_std=noise_std, mask_prob=mask_prob, salt_pepper=salt_pepper)
-    noise = draw_noise(x, config, 0, False, generator)
+    noise = draw_noise(x, config, (), False, generator)
     return apply_corruption(x, noise, noise_std=noise_std, mask_prob=mask_prob, salt_pepper=salt_pepper)
 
 
@@ -86,7 +89,8 @@ def reconstruction_nll(logits: torch.Tensor, target: torch.Tensor, objective: Ob
 
 def log_importance_weight(log_likelihood: torch.Tensor, z: torch.Tensor, posterior, beta: float = 1.0) -> torch.Tensor:
     """log w = log p(x|z) + beta (log p(z) - log q(z|x)) for samples z (..., B, D) of q: (..., B)."""
-    return log_likelihood + beta * standard_normal_log_prob(z) - beta * posterior.log_prob(z)
+    prior = standard_normal_log_prob(z, len(posterior.event_dims))
+    return log_likelihood + beta * prior - beta * posterior.log_prob(z)
 
 
 def importance_weighted_bound(log_w: torch.Tensor) -> torch.Tensor:
@@ -95,14 +99,9 @@ def importance_weighted_bound(log_w: torch.Tensor) -> torch.Tensor:
     return torch.logsumexp(log_w, 0) - math.log(log_w.shape[0])
 
 
-def mean_image(logits: torch.Tensor) -> torch.Tensor:
-    """The decoder's mean image in [0, 1]: sigmoid of the logits, for either likelihood."""
-    return torch.sigmoid(logits)
-
-
 def l1_sparsity(codes: torch.Tensor) -> torch.Tensor:
-    """L1 penalty on latent activations, per image: (B, D) -> (B,)."""
-    return codes.abs().sum(1)
+    """L1 penalty on latent activations, per image: (B, D) or (B, C, h, w) -> (B,)."""
+    return codes.abs().flatten(1).sum(1)
 
 
 KL_SPARSITY_EPS = 1e-6  # rho_hat is clamped to [eps, 1 - eps]
@@ -118,7 +117,7 @@ def kl_sparsity(
     batch's mean, and this process's gradient flows through its own part, so that the processes'
     averaged gradients are the one-process gradient.
     """
-    rho_hat = codes.mean(0)  # (B, D) -> (D,)
+    rho_hat = codes.flatten(1).mean(0)  # (B, D) -> (D,); a map's units are its C x h x w values
     if batch_mean is not None:  # value: the whole batch's; gradient: this process's mean's (DDP's average over
         rho_hat = rho_hat + (batch_mean(rho_hat) - rho_hat).detach()  # the processes makes it the whole batch's)
     rho_hat = rho_hat.clamp(eps, 1 - eps)
@@ -138,7 +137,7 @@ def loss_terms(
     Returns ``{"loss", "recon", "kl", "sparsity"}`` scalars. With ``importance_samples`` K > 1 the
     loss is minus the IWAE bound (not recon + beta * kl); recon averages the K samples' NLLs.
     """
-    noise = draw_noise(x, config, model.config.latent_dim, model.config.latent == "gaussian", generator)
+    noise = draw_noise(x, config, model.latent_shape(x), model.is_variational, generator)
     return loss_with_noise(model, x, noise, config)
 
 
@@ -157,15 +156,16 @@ def loss_with_noise(
     # Reparameterisation: z = mu + sigma * eps; Kingma & Welling 2013, Sec. 2.4
     z = posterior.mean + posterior.std * noise["eps"] if "eps" in noise else posterior.mode()
     kl = posterior.kl().mean()
-    if z.dim() == 3:  # K importance samples per image: the IWAE bound (Burda et al. 2015, Eq. 8)
+    size = x.shape[-2:]  # a spatial model decodes the padded size: cropped back to the images'
+    if z.dim() > posterior.mean.dim():  # K importance samples per image: the IWAE bound (Burda et al. 2015, Eq. 8)
         k, b = z.shape[:2]
-        logits = model.decode(z.reshape(k * b, -1)).unflatten(0, (k, b))
+        logits = model.decode(z.reshape(k * b, *z.shape[2:]), size=size).unflatten(0, (k, b))
         nll = reconstruction_nll(logits, x, config)  # (K, B)
         bound = importance_weighted_bound(log_importance_weight(-nll, z, posterior, config.beta))  # (B,)
         recon = nll.mean()  # reported: the ELBO's terms, averaged over the K samples
         loss = -bound.mean()
     else:
-        logits = model.decode(z)
+        logits = model.decode(z, size=size)
         recon = reconstruction_nll(logits, x, config).mean()
         loss = recon + config.beta * kl
     if config.sparsity == "l1":

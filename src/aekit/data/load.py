@@ -10,6 +10,7 @@ reader of its format (:mod:`aekit.data.formats`), in memory or streamed
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -264,3 +265,25 @@ def load_images(
         else:
             result = sets[0]
     return _conform_set(result, channels, size)
+
+
+def iter_photos(
+    spec: str, *, channels: int, data_dir: str | Path | None = None, progress: bool = True,
+) -> Iterator[tuple[str, torch.Tensor]]:
+    """Images at their own sizes, one at a time, for a fully convolutional model: ``(name, uint8 (1, C, H, W))``.
+
+    An image file or a folder (every image, sorted paths; sizes may differ) is read as it is, converted to
+    ``channels``, each image decoded when its turn comes (and its header checked first: a photo over the pixel
+    limit is refused before decoding); a dataset name or an array file gives its images named by their index.
+    """
+    check_channels(channels)
+    kind, path = _resolve(spec)
+    if kind in ("image", "folder"):
+        paths = [path] if kind == "image" else find_images(path)[0]
+        for p in paths:
+            _, size = image_format([p], channels=channels, image_size=None, source=str(p))
+            yield (p.relative_to(path).as_posix() if kind == "folder" else p.name), decode_images([p], channels, size)
+        return
+    images = load_images(spec, data_dir=data_dir, channels=channels, progress=progress).images
+    for i in range(len(images)):
+        yield f"{i:05d}", images[i : i + 1]

@@ -35,8 +35,8 @@ def generation_metrics(
         raise AekitError("need at least 2 test images for a Fréchet distance")
     generator = torch.Generator().manual_seed(seed)
     test_feats = classifier.embed(test[:n])
-    train_codes = model.embed(subsample(splits.train.images, max(n, 2), seed))
-    eps = torch.randn(n, train_codes.shape[1], generator=generator)
+    train_codes = model.embed(subsample(splits.train.images, max(n, 2), seed))  # (n, D) or (n, C, h, w)
+    eps = torch.randn(n, *train_codes.shape[1:], generator=generator)
     diagonal = train_codes.mean(0) + train_codes.std(0) * eps
     if model.config.code_activation == "sigmoid":
         diagonal = diagonal.clamp(0.0, 1.0)

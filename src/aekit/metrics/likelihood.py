@@ -104,7 +104,9 @@ def importance_weighted_log_likelihood(
         for s0, eps in samples(q):
             s = len(eps)
             z = q.mean + q.std * eps  # (S, B, D)
-            outputs = decode(z.reshape(s * b, -1))  # (S*B, ...)
+            outputs = decode(z.reshape(s * b, *z.shape[2:]))  # (S*B, ...)
+            if outputs.dim() == 4 and xb.dim() == 4 and outputs.shape[-2:] != xb.shape[-2:]:
+                outputs = outputs[..., : xb.shape[-2], : xb.shape[-1]]  # a spatial latent decodes the padded size
             log_lik = log_likelihood(outputs.view(s, b, *outputs.shape[1:]), xb)  # (S, B): broadcast, no copies of xb
             log_w[s0 : s0 + s] = log_importance_weight(log_lik, z, q).double()
             recon += log_lik.double().sum(0)
@@ -161,7 +163,7 @@ def variational_metrics(
     means, kl_dims = [], []
     for start in range(0, len(images), batch_size):
         q = model.encode(model.prepare(images[start : start + batch_size]))
-        means.append(q.mean)
+        means.append(q.mean if q.mean.dim() == 2 else q.mean.flatten(2).mean(2))  # a map's units: its channels
         kl_dims.append(q.kl_per_dim().double().sum(0))
     means_all = torch.cat(means)
     kl_per_dim = (torch.stack(kl_dims).sum(0) / len(images)).tolist()
@@ -172,7 +174,7 @@ def variational_metrics(
         model.encode, decode, log_likelihood_fn(objective),
         torch.as_tensor(images), iw_samples, chunk_size=chunk_size, seed=seed, world=world,
     )
-    n_dims = math.prod(model.config.image_shape)
+    n_dims = math.prod(images.shape[1:])
     nll = float(-log_px.mean())
     order = sorted(range(len(kl_per_dim)), key=lambda j: -kl_per_dim[j])
     return {

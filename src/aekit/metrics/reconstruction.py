@@ -30,7 +30,8 @@ def reconstruction_metrics(
 
     def scores(start: int, stop: int) -> tuple[np.ndarray, ...]:
         x = model.prepare(images[start:stop])
-        logits = model.decode(model.encode(x).mode())  # (B, C, H, W)
+        outputs = model.decode(model.encode(x).mode(), size=x.shape[-2:])  # (B, C x params, H, W)
+        logits = outputs[:, : x.shape[1]]  # the mean's logits
         recon = torch.sigmoid(logits)
         return (
             (recon - x).pow(2).flatten(1).mean(1).double().numpy(),

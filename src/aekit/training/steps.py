@@ -63,7 +63,7 @@ class TrainStep:
         self.compiled = use_compile
 
     def draw_noise(self, x: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        objective, latent_dim, variational = self.config.objective, self.config.model.latent_dim, self.model.is_variational
+        objective, latent_dim, variational = self.config.objective, self.model.latent_shape(x), self.model.is_variational
         if self.world.size == 1:
             return draw_noise(x, objective, latent_dim, variational, generator)
         whole = draw_noise(torch.empty(self.world.global_shape(x)), objective, latent_dim, variational, generator)

@@ -13,7 +13,6 @@ from ...metrics.pixels import psnr_per_image
 from .plotting import (
     WIDTH,
     Drawn,
-    codes_of,
     figure,
     image_rows_figure,
     png,
@@ -102,9 +101,9 @@ def interpolation_figure(model: Autoencoder, splits: Splits, pairs: int = 4, ste
     rows = []
     for i, j in index_pairs:
         ends = test.images[[i, j]]
-        za, zb = codes_of(model, ends)
-        t = torch.linspace(0, 1, steps)[:, None]
-        decoded = model.decode_images((1 - t) * za + t * zb)
+        za, zb = model.embed(ends)  # vectors or maps: the straight line between them either way
+        t = torch.linspace(0, 1, steps).view(-1, *[1] * za.dim())  # (steps, 1...) against a code's dimensions
+        decoded = model.decode_images((1 - t) * za + t * zb, size=tuple(ends.shape[-2:]))
         clean = model.prepare(ends)
         rows.append(torch.cat([clean[:1], decoded, clean[1:]]))
     fig = image_rows_figure(rows, [""] * len(rows), "Interpolating between two test images in latent space")

@@ -112,8 +112,10 @@ def manifold_figure(model: Autoencoder, splits: Splits, steps: int = 16) -> Draw
 
 def traversals_figure(
     model: Autoencoder, splits: Splits, metrics: dict | None, rows: int = 8, steps: int = 11
-) -> Drawn:
-    """Vary one latent dimension at a time around the code of a test image."""
+) -> Drawn | None:
+    """Vary one latent dimension at a time around the code of a test image (a vector latent's)."""
+    if model.config.spatial:
+        return None  # a map's units are positions x channels: one at a time shows a blob, not a factor
     test = splits.test.images
     codes = codes_of(model, test[:SCATTER_MAX])
     base = codes[0]

@@ -123,7 +123,8 @@ def span(values: torch.Tensor, low: float, high: float, steps: int) -> torch.Ten
 
 
 def codes_of(model: Autoencoder, images: torch.Tensor) -> torch.Tensor:
-    return model.embed(images)  # (N, D); posterior means for a VAE
+    """Codes as vectors: (N, D), a spatial latent's (N, C, h, w) flattened; posterior means for a VAE."""
+    return model.embed(images).flatten(1)
 
 
 Drawn = tuple[bytes, str, str]  # (png, title, caption)

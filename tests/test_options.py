@@ -65,6 +65,8 @@ def _sample(opt: Option):
     if allowed is not None:
         return next(v for v in allowed if v != opt.default)
     hint = _base(opt.type)
+    if hint is bool:
+        return not opt.default
     low = opt.interval.low if opt.interval is not None and opt.interval.low is not None else 0
     if typing.get_origin(hint) is tuple:
         return (low + 1, low + 2)
@@ -89,7 +91,8 @@ def test_config_fields_flags_keywords_and_estimator_parameters_agree():
     assert {(o.part, o.name) for o in opts} == fields - set(NOT_OPTIONS)
 
     flags = {s for a in _train_parser()._actions for s in a.option_strings}
-    assert flags - CLI_FLAGS == {o.flag for o in opts}
+    switches = {"--no-" + o.flag[2:] for o in opts if o.type is bool}  # --flip / --no-flip
+    assert flags - CLI_FLAGS == {o.flag for o in opts} | switches
     dests = {a.dest for a in _train_parser()._actions if a.option_strings[0] not in CLI_FLAGS}
     assert dests == names
 
@@ -131,7 +134,7 @@ def test_unknown_keywords_of_aekit_train_are_refused_before_anything_is_written(
 
 def test_every_flag_reaches_aekit_train_unchanged(monkeypatch, capsys):
     given = {opt.name: _sample(opt) for opt in options()}
-    argv = ["train", "--quiet"] + [f"{o.flag}={_text(given[o.name])}" for o in options()]
+    argv = ["train", "--quiet"] + [o.flag if o.type is bool else f"{o.flag}={_text(given[o.name])}" for o in options()]
     seen = {}
 
     def fake_train(family, **kwargs):

@@ -38,6 +38,7 @@ from .run import (
     save_config,
     save_weights,
 )
+from .training.augment import center_crop_splits
 from .training.distributed import process_group
 from .training.loop import Callback, fit, new_state
 from .training.resume import TrainState, epochs_done, load_state, save_state
@@ -269,12 +270,13 @@ def _load_splits(config: RunConfig, splits: Splits | None, *, stream: bool | Non
             d.data, data_dir=d.data_dir, channels=d.channels, image_size=d.image_size,
             test_split=d.test_split, seed=config.train.seed, progress=progress, stream=stream,
         )
+    splits = center_crop_splits(splits, config.data.crop, train=False) if config.data.crop else splits  # test: centres
     return splits.binarized(config.data.binarize)  # idempotent: binary images stay as they are
 
 
 def _conform_to_data(config: RunConfig, splits: Splits, run_dir: Path, *, resume: bool, existing: list[str]) -> RunConfig:
     """The config with the data's image shape; claims the run folder of a new run (the data has loaded)."""
-    c, h, w = splits.train.shape
+    c, h, w = splits.test.shape  # with --crop, the crop's size
     if resume and (c, h, w) != config.model.image_shape:
         raise AekitError(f"the data now has images of {c}x{h}x{w}; the run was trained on {config.model.image_shape}")
     config.model = dataclasses.replace(config.model, channels=c, height=h, width=w)
@@ -342,8 +344,7 @@ def _new_run_dir(config: RunConfig) -> Path:
     name = Path(config.data.data).name or "data"
     name = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(name).stem if Path(name).suffix in (".npy", ".npz") else name)
     stem = f"{config.family}-{config.model.arch}-{name}"
-    root = Path("runs")
-    n = 1
+    root, n = Path("runs"), 1
     while (root / f"{stem}-{n}").exists():
         n += 1
     return root / f"{stem}-{n}"
@@ -395,6 +396,5 @@ def _resume_config(run_dir: Path, family: Any, options: dict[str, Any]) -> RunCo
     return config
 
 
-def _a(word: str) -> str:
-    """``a vae``, ``an ae``: the article as the family's name is read out (its first letter)."""
+def _a(word: str) -> str:  # "a vae", "an ae": the article as the family's name is read out (its first letter)
     return f"{'an' if word[:1] in 'aeiouAEIOU' else 'a'} {word}"

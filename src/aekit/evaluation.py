@@ -44,6 +44,7 @@ from .metrics.store import (
     write_metrics,
 )
 from .run import Run
+from .training.augment import center_crop_splits
 from .training.distributed import World, process_group
 
 
@@ -221,10 +222,12 @@ def load_run_splits(run: Run, *, data: str | None = None, data_dir: str | None =
     """The run's train/test splits (or ``data``'s), conformed to the model's channels and image size."""
     d, t = run.config.data, run.config.train
     c, h, w = run.model.config.image_shape
-    return load_dataset(
-        data or d.data, data_dir=data_dir or d.data_dir, channels=c, image_size=(h, w),
+    crop = d.crop and data is None  # a model trained on crops is evaluated on the centre crops of its data
+    splits = load_dataset(
+        data or d.data, data_dir=data_dir or d.data_dir, channels=c, image_size=d.image_size if crop else (h, w),
         test_split=d.test_split, seed=t.seed, progress=progress, binarize=d.binarize,
     )
+    return center_crop_splits(splits, d.crop) if crop else splits
 
 
 def evaluate_run(

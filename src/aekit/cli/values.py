@@ -88,4 +88,6 @@ def add_option_flags(parser: argparse.ArgumentParser) -> None:
             kwargs["metavar"] = "{" + ",".join(map(str, allowed)) + "}"
         if opt.metavar is not None:
             kwargs["metavar"] = opt.metavar
+        if opt.type is bool:  # --flip / --no-flip
+            kwargs = {"action": argparse.BooleanOptionalAction, "default": None, "help": kwargs["help"]}
         groups[opt.part].add_argument(opt.flag, **kwargs)

@@ -178,6 +178,11 @@ class ObjectiveConfig:
         "1 is the ELBO: more are tighter and give better likelihoods, at about K times the decoder's cost",
         bounds="[1, 4096]", metavar="K",
     )
+    kl_warmup: int = option(0, "a VAE's KL weight rises linearly from 0 to beta over this many steps, against "
+                            "posterior collapse (Bowman et al. 2016; 0: off)", bounds="[0, 100000000]", metavar="STEPS")
+    free_bits: float = option(0.0, "free bits (Kingma et al. 2016): each latent unit's KL (per channel for a map), "
+                              "averaged over the batch, costs at least this many nats (0: off)", bounds="[0, 100]",
+                              metavar="NATS")
     # Pixels are in [0, 1]; bench/results.py reports a probe of a DAE trained at 1.5.
     noise_std: float = option(0.0, "std of the Gaussian input corruption, clipped to [0, 1] (denoising; "
                               "Vincent et al. 2008)", bounds="[0, 2]")
@@ -196,6 +201,9 @@ class ObjectiveConfig:
     def __post_init__(self) -> None:
         check_types(self)
         _check_options(self)
+        if self.free_bits > 0 and self.importance_samples > 1:
+            raise AekitError("free_bits shapes the ELBO's KL term; the importance-weighted bound (importance_samples "
+                             f"{self.importance_samples}) has none: pass one or the other")
         # noise_std_min's range is [0, noise_std]: checked with it, here
         if self.noise_std_min is not None and not 0 <= self.noise_std_min <= self.noise_std:
             raise AekitError(
@@ -216,6 +224,11 @@ class DataConfig:
                                                 "for a square; default: as stored)", bounds="[1, inf)",
                                                 metavar="H,W")
     test_split: float = option(0.1, "held-out fraction for data without a test split", bounds="(0, 1)")
+    crop: int = option(0, "train on random crop x crop patches of the (larger) images, a fresh crop each time an "
+                       "image is seen; the test loss and evaluation use centre crops (0: whole images)",
+                       bounds="[0, 8192]", metavar="SIZE")
+    flip: bool = option(False, "flip each training image left-right with probability 1/2 (photos; not for text or "
+                        "digits)")
     binarize: str = option(
         "none", "Bernoulli-sample the pixels: dynamic = afresh for each training batch and one fixed seeded sample of "
         "the test set (how MNIST likelihoods are reported); static = one fixed sample of each set",

@@ -61,12 +61,15 @@ class Autoencoder(nn.Module):
 
         A decoder that starts at sigmoid(0) = 0.5 everywhere spends its first hundreds of steps
         learning the mean image (a plateau of about 200 nats on MNIST); starting there skips it.
-        ``images``: uint8 (N, C, H, W), or an iterable of such batches (a streamed dataset).
+        ``images``: uint8 (N, C, H, W), or an iterable of such batches (a streamed dataset); images larger
+        than the model's (a training on ``--crop``) count by their centre.
         """
         batches = images.split(4096) if isinstance(images, torch.Tensor) else images  # int64 copies stay small
+        _, h, w = self.config.image_shape
         total, n = torch.zeros(self.config.image_shape, dtype=torch.int64), 0
         for batch in batches:  # integer sums are exact: the same mean in memory or streamed, in any batches
-            total += batch.sum(0, dtype=torch.int64)  # (B, C, H, W) -> (C, H, W)
+            top, left = (batch.shape[-2] - h) // 2, (batch.shape[-1] - w) // 2
+            total += batch[..., top:top + h, left:left + w].sum(0, dtype=torch.int64)  # (B, C, H, W) -> (C, H, W)
             n += len(batch)
         mean = total.float().div_(max(n, 1)).div_(255).clamp_(1e-3, 1 - 1e-3)  # (C, H, W)
         self.decoder.init_output_bias(torch.logit(mean))  # the mean channels; a scale's log starts at the layer's own

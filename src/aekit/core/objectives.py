@@ -99,6 +99,18 @@ def importance_weighted_bound(log_w: torch.Tensor) -> torch.Tensor:
     return torch.logsumexp(log_w, 0) - math.log(log_w.shape[0])
 
 
+def beta_kl(posterior, noise: dict[str, torch.Tensor], config: ObjectiveConfig) -> torch.Tensor:
+    """The KL term of the loss (a batch mean): beta x KL, where with free bits each latent unit's batch-mean KL
+    counts at least ``free_bits`` nats (Kingma et al. 2016, Eq. 15), and during ``kl_warmup`` beta is scaled by
+    the step's weight (in ``noise``). The reported ``kl`` stays the plain KL."""
+    if config.free_bits > 0:
+        kl = posterior.kl_per_dim().mean(0).clamp(min=config.free_bits).sum()
+    else:
+        kl = posterior.kl().mean()
+    weight = noise.get("kl_weight")
+    return config.beta * (kl if weight is None else weight * kl)
+
+
 def l1_sparsity(codes: torch.Tensor) -> torch.Tensor:
     """L1 penalty on latent activations, per image: (B, D) or (B, C, h, w) -> (B,)."""
     return codes.abs().flatten(1).sum(1)
@@ -153,6 +165,7 @@ def loss_with_noise(
         x, noise, noise_std=config.noise_std, mask_prob=config.mask_prob, salt_pepper=config.salt_pepper
     )
     posterior = model.encode(inputs)
+    kl_cost = beta_kl(posterior, noise, config)  # what the KL costs in the loss: beta, warm-up and free bits
     # Reparameterisation: z = mu + sigma * eps; Kingma & Welling 2013, Sec. 2.4
     z = posterior.mean + posterior.std * noise["eps"] if "eps" in noise else posterior.mode()
     kl = posterior.kl().mean()
@@ -161,13 +174,14 @@ def loss_with_noise(
         k, b = z.shape[:2]
         logits = model.decode(z.reshape(k * b, *z.shape[2:]), size=size).unflatten(0, (k, b))
         nll = reconstruction_nll(logits, x, config)  # (K, B)
-        bound = importance_weighted_bound(log_importance_weight(-nll, z, posterior, config.beta))  # (B,)
+        beta = config.beta * noise["kl_weight"] if "kl_weight" in noise else config.beta
+        bound = importance_weighted_bound(log_importance_weight(-nll, z, posterior, beta))  # (B,)
         recon = nll.mean()  # reported: the ELBO's terms, averaged over the K samples
         loss = -bound.mean()
     else:
         logits = model.decode(z, size=size)
         recon = reconstruction_nll(logits, x, config).mean()
-        loss = recon + config.beta * kl
+        loss = recon + kl_cost
     if config.sparsity == "l1":
         sparsity = l1_sparsity(posterior.mode()).mean()
     elif config.sparsity == "kl":

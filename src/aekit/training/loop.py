@@ -31,6 +31,7 @@ from ..data import ImageSet, to_unit
 from ..data.machine import check_memory
 from ..data.stream import chunks
 from ..errors import Interrupted
+from .augment import center_crop_set
 from .distributed import World
 from .resume import StopSignals, TrainState, epoch_order
 from .steps import learning_rate_schedule, make_optimizer, make_step, on_device
@@ -112,6 +113,7 @@ def fit(
     model, generator = state.model, state.generator
     n_train = len(train)
     dynamic = config.data.binarize == "dynamic"
+    augment = bool(config.data.crop or config.data.flip)
     step_fn = make_step(model, state.optimizer, config, n_train, world=world, log=log)
     history: History = []
     with StopSignals(escalate=world.size == 1) as stop:
@@ -131,6 +133,8 @@ def fit(
                        unit="batch", disable=None if progress and main else True,  # None: only on a terminal
                        leave=False, file=sys.stderr, dynamic_ncols=True)
             for i, images in enumerate(train.batches(batches[first:], workers), start=first):
+                if augment:
+                    images = step_fn.augment(images, generator)  # crops and flips of the uint8 images
                 x = to_unit(images)  # uint8 (B, C, H, W) -> [0, 1]
                 if dynamic:  # a fresh binarization of each image each time it is seen
                     x = step_fn.binarize(x, generator)
@@ -179,8 +183,9 @@ def _end_epoch(state: TrainState, config: RunConfig, train: ImageSet, test: Imag
     model = state.model
     if test is not None:
         row.update({f"test_{k}": v for k, v in evaluate_losses(model, test, config, workers=workers).items()})
-    if not model.is_variational:
-        fit_code_distribution(model, train, seed=config.train.seed, workers=workers)
+    if not model.is_variational:  # fitted to the codes of whole images, or of their centres with --crop
+        codes_of = center_crop_set(train, config.data.crop) if config.data.crop else train
+        fit_code_distribution(model, codes_of, seed=config.train.seed, workers=workers)
     row = {**row, "epoch_seconds": round(time.perf_counter() - t0, 4), **speed}
     for callback in callbacks:
         callback.on_epoch_end(state, row)

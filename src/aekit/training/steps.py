@@ -22,6 +22,7 @@ from ..core.model import Autoencoder
 from ..core.objectives import TERMS, draw_noise, loss_with_noise
 from ..errors import AekitError
 from . import fastmlp
+from .augment import random_crops_and_flips
 from .distributed import World
 
 AUTO_COMPILE_IMAGES = 3_000_000  # images per run above which compiling pays back its one-off cost (docs/performance.md)
@@ -69,6 +70,12 @@ class TrainStep:
         whole = draw_noise(torch.empty(self.world.global_shape(x)), objective, latent_dim, variational, generator)
         return {name: self.world.rows(value) for name, value in whole.items()}
 
+    def augment(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Random crops and flips of a batch (``--crop``, ``--flip``), drawn like the noise."""
+        d = self.config.data
+        return random_crops_and_flips(x, d.crop, d.flip, generator, global_batch=len(x) * self.world.size,
+                                      rows=self.world.rows)
+
     def binarize(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """A Bernoulli sample of ``x`` (dynamic binarization), drawn like the noise."""
         if self.world.size == 1:
@@ -78,6 +85,9 @@ class TrainStep:
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator, step: int) -> torch.Tensor:
         noise = self.draw_noise(x, generator)
+        warmup = self.config.objective.kl_warmup
+        if warmup and self.model.is_variational:  # a tensor, so a compiled loss is not recompiled for each value
+            noise["kl_weight"] = torch.tensor(min(1.0, (step + 1) / warmup))
         if self.fast is not None:  # the loss and its gradients in one pass; the weights untouched yet
             values = self.fast.gradients(x, noise)
             self._check_finite([values[name] for name in TERMS], step)

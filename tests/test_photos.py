@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -208,3 +209,59 @@ def test_reconstruct_and_denoise_photos_of_any_size_from_the_cli(spatial_run, tm
     assert {p.name for p in (tmp_path / "dn").iterdir()} == {"wide.png", "wide-noisy.png"}
     assert main(["reconstruct", str(spatial_run.path), str(photos), "-o", str(tmp_path / "x.npy")]) == 2
     assert "differ in size" in capsys.readouterr().err
+
+
+def _photo(mode: str, size=(40, 30)):
+    from PIL import Image
+
+    rng = torch.Generator().manual_seed(len(mode))
+    rgb = Image.fromarray(torch.randint(0, 256, (size[1], size[0], 3), generator=rng, dtype=torch.uint8).numpy())
+    if mode == "I;16":
+        return Image.fromarray((torch.randint(0, 65536, (size[1], size[0]), generator=rng).numpy()).astype("uint16"))
+    return rgb.convert(mode) if mode != "P" else rgb.convert("P", palette=Image.Palette.ADAPTIVE)
+
+
+def test_a_folder_of_every_image_mode_reconstructs_as_rgb(spatial_run, tmp_path, capsys):
+    """Grey, RGBA, palette, 16-bit and CMYK photos in one folder: each converted to the model's RGB, same size out."""
+    from PIL import Image
+
+    from aekit.cli import main
+
+    folder = tmp_path / "modes"
+    folder.mkdir()
+    names = {"L": "grey.png", "RGBA": "alpha.png", "P": "palette.png", "I;16": "deep.png", "CMYK": "print.jpg",
+             "RGB": "plain.jpg"}
+    for mode, name in names.items():
+        _photo(mode).save(folder / name)
+    assert main(["reconstruct", str(spatial_run.path), str(folder), "-o", str(tmp_path / "out")]) == 0
+    for name in names.values():
+        out = Image.open(tmp_path / "out" / (name.rsplit(".", 1)[0] + ".png"))
+        assert out.size == (40, 30) and out.mode == "RGB", name
+    capsys.readouterr()
+
+
+def test_photos_beyond_what_the_model_or_the_memory_can_take_are_one_line(spatial_run, tmp_path, capsys, monkeypatch):
+    from aekit.cli import main
+
+    folder = tmp_path / "big"
+    folder.mkdir()
+    _photo("RGB", (2000, 1500)).save(folder / "big.png")
+    monkeypatch.setenv("AEKIT_MEMORY_BUDGET", "20M")  # a tile fits, the whole photo's arrays do not
+    assert main(["reconstruct", str(spatial_run.path), str(folder / "big.png"), "-o", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "memory budget" in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
+
+    monkeypatch.delenv("AEKIT_MEMORY_BUDGET")
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (60, 3, 16, 16), generator=g, dtype=torch.uint8)
+    vector = aekit.train("ae", arch="resnet", hidden=(8, 16), latent_dim=5, epochs=1, batch_size=30,
+                         splits=aekit.Splits(aekit.ImageSet(images[:50], None, "a"), aekit.ImageSet(images[50:], None, "b")),
+                         out=tmp_path / "vector", progress=False, log=None)
+    assert main(["sample", str(vector.path), "-n", "4", "--size", "40,30", "-o", str(tmp_path / "v.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err and "makes 16x16 images only" in err
+    assert main(["sample", str(spatial_run.path), "-n", "4", "--size", "40,30", "-o", str(tmp_path / "s.npy")]) == 0
+    assert np.load(tmp_path / "s.npy").shape == (4, 3, 40, 30)
+    assert main(["sample", str(spatial_run.path), "-n", "4", "--size", "0,30", "-o", str(tmp_path / "z.npy")]) == 2
+    assert not (tmp_path / "v.png").exists() and not (tmp_path / "z.npy").exists()

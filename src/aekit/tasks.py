@@ -189,17 +189,26 @@ def denoise(run: Run, spec: str, out: str | Path, *, noise_std: float, seed: int
     }
 
 
-def sample(run: Run, out: str | Path, *, n: int = 64, seed: int = 0) -> dict:
+def sample(run: Run, out: str | Path, *, n: int = 64, seed: int = 0, size: tuple[int, int] | None = None) -> dict:
     """Draw ``n`` images: from the prior N(0, I) for a VAE, from a Gaussian fitted to the training
-    codes for a deterministic autoencoder. Writes a PNG grid or a .npy array."""
+    codes for a deterministic autoencoder. Writes a PNG grid or a .npy array. ``size`` (H, W): images of another
+    size than the training one, which a spatial latent can make (its prior is the same at every position)."""
     out = Path(out)
+    model = run.model
+    c, h, w = model.config.image_shape
     check_value("the number of samples", n, SAMPLE_COUNT)
+    if size is not None and tuple(size) != (h, w):
+        if not model.config.spatial:
+            raise AekitError(f"--size {size[0]},{size[1]}: this model's code is a vector, so it makes {h}x{w} images "
+                             "only (a spatial latent, --latent-channels, makes any size)")
+        check_value("--size", min(size), Interval.parse("[1, inf)"))
+        n_pixels = n * size[0] * size[1]
+        check_memory(f"sampling {n:,} images of {size[0]}x{size[1]}", 2 * c * n_pixels * 4)
     _check_output(out, arrays=(".png", ".npy"), folder=False)
     if out.suffix == ".png" and n > SAMPLE_GRID_MAX:
         raise AekitError(f"a PNG grid holds at most {SAMPLE_GRID_MAX:,} samples (asked for {n:,}); write .npy for more")
     _budget("sampling", n, 2, run, out)
-    model = run.model
-    images = model.sample(n, seed=seed)
+    images = model.sample(n, seed=seed, size=None if size is None else tuple(size))
     if out.suffix == ".npy":
         save_npy(images, out)
     else:

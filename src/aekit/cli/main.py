@@ -13,7 +13,7 @@ from ..console import survive_closed_streams
 from ..core.config import FAMILIES
 from ..cpu import tune_cpu
 from ..errors import AekitError, Interrupted, ReportedElsewhere
-from .values import LIMIT, SEED, Parser, add_option_flags, bounded
+from .values import LIMIT, SEED, Parser, add_option_flags, bounded, size
 
 EXAMPLES = """examples:
   aekit train --model vae --epochs 10                 # VAE on the embedded 5k MNIST digits
@@ -76,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-n", type=bounded("-n", int, "[1, inf)"), default=64,
                    help="number of samples (default 64; a PNG grid holds at most 1,024)")
     s.add_argument("--seed", type=SEED, default=0, help="seed of the draws (default 0)")
+    s.add_argument("--size", type=size, default=None, metavar="H,W",
+                   help="images of this size (a model with a spatial latent; default the training size)")
     s.add_argument("-o", "--output", required=True, help="samples.png (a grid) or samples.npy")
 
     i = verbs.add_parser("info", help="describe a run")
@@ -292,7 +294,7 @@ def _main(argv: Sequence[str] | None) -> int:
             _print_result(tasks.denoise(run, args.input, args.output, noise_std=noise, seed=args.seed,
                                         limit=args.limit, data_dir=args.data_dir))
         elif args.verb == "sample":
-            _print_result(tasks.sample(run, args.output, n=args.n, seed=args.seed))
+            _print_result(tasks.sample(run, args.output, n=args.n, seed=args.seed, size=args.size))
         elif args.verb == "export":
             from ..export import export_onnx
 

@@ -3,6 +3,7 @@
     python bench/speed.py                      # everything, on ../shared/data/mnist; ~15 min on 2 cores
     python bench/speed.py --quick              # fewer epochs and no 600k point, for a smoke run
     python bench/speed.py --data-dir DIR       # where mnist/ lives
+    python bench/speed.py --photos             # only the residual backbone on 64x64 faces (bench/photo_speed.py)
 
 Each measurement runs in its own subprocess (so peak memory is its own) and prints one JSON line;
 the parent prints a table and writes ``bench/results/speed.json``. Ratios are computed from
@@ -24,6 +25,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+import photo_speed  # noqa: E402  (bench/ is not a package)
+
 RESULTS = HERE / "results"
 
 # pytorch/examples vae/main.py: Linear layers (in, out); the mean and log-variance heads are two 400->20 layers
@@ -226,7 +230,8 @@ def child_pythae(args) -> dict:
     return {"images": len(splits.train), "train_seconds": times, "available": times is not None, "peak_mib": _peak_mib()}
 
 
-CHILDREN = {"matmul": child_matmul, "aekit": child_aekit, "reference": child_reference, "pythae": child_pythae}
+CHILDREN = {"matmul": child_matmul, "aekit": child_aekit, "reference": child_reference, "pythae": child_pythae,
+            **photo_speed.CHILDREN}
 
 
 # ----------------------------------------------------------------------------- parent
@@ -270,9 +275,22 @@ def main() -> None:
     parser.add_argument("--iw-samples", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", default=str(RESULTS / "speed.json"))
+    parser.add_argument("--photos", action="store_true", help="only the residual backbone (kept in --out's 'photos')")
+    parser.add_argument("--faces", type=int, default=2000, help="training faces the photo measurements use")
     args = parser.parse_args()
     if args.child:
         print(json.dumps(CHILDREN[args.child](args)))
+        return
+    photo_epochs = 2 if args.quick else 3
+    if args.photos:
+        out = Path(args.out)
+        r = json.loads(out.read_text()) if out.exists() else {"machine": _machine()}
+        r["photos"] = photo_speed.measure_photos(measure, args.data_dir, args.faces, photo_epochs)
+        r["photos"]["machine"] = _machine()
+        r["photos"]["summary"] = photo_speed.summarise(r["photos"], steady)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(r, indent=2) + "\n")
+        photo_speed.print_table(r["photos"]["summary"])
         return
 
     epochs = 2 if args.quick else 4
@@ -294,11 +312,14 @@ def main() -> None:
     conv_epochs = 1 if args.quick else 3
     r["conv_aekit"] = measure("aekit", d, arch="conv", epochs=conv_epochs, compile="off")
     r["conv_reference"] = measure("reference", d, arch="conv", epochs=conv_epochs)
+    r["photos"] = photo_speed.measure_photos(measure, d, args.faces, photo_epochs)
+    r["photos"]["summary"] = photo_speed.summarise(r["photos"], steady)
     summary = _summarise(r)
     r["summary"] = summary
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(r, indent=2) + "\n")
     _print_table(summary)
+    photo_speed.print_table(r["photos"]["summary"])
     print(f"\nwrote {os.path.relpath(args.out)}")
 
 

@@ -448,3 +448,35 @@ def test_cli_serves_until_ctrl_c():
         if process.poll() is None:
             process.kill()
         process.stderr.close()
+
+
+# ----- a model with a spatial latent: RGB photos of any size -----
+
+
+@pytest.mark.parametrize("family", ["ae", "vae"])
+def test_the_explorer_serves_a_spatial_rgb_model_and_takes_photos_at_their_size(family, tmp_path):
+    rng = np.random.default_rng(0)
+    photos = tmp_path / "photos.npy"
+    np.save(photos, rng.integers(0, 256, (40, 3, 16, 16), dtype=np.uint8))
+    run = aekit.train(family, arch="resnet", hidden=(8, 16), latent_channels=2, data=str(photos), epochs=1,
+                      batch_size=20, out=tmp_path / "run", progress=False, log=None)
+    explorer = make_explorer(run)
+    assert explorer.info()["latent_dim"] == 2 * 4 * 4 and len(explorer.map()["points"]) == 4
+    sample = explorer.sample(3, seed=1)
+    assert len(sample["codes"][0]) == 32 and decode_png(sample["images"][0]).shape == (16, 16, 3)
+    assert decode_png(explorer.decode_map(torch.zeros(1, 2))["images"][0]).shape == (16, 16, 3)
+    with start(explorer) as running:
+        wide = rng.integers(0, 256, (24, 40, 3), dtype=np.uint8)
+        status, data = post(running, "/api/analyze", {"image": b64(png_bytes(wide)), "noise_std": 0.1})
+        assert status == 200, data
+        assert decode_png(data["reconstruction"]).shape == (24, 40, 3) == decode_png(data["input"]).shape
+        assert data["position"] is None and data["code"] is None and data["size"] == [24, 40]
+        status, data = post(running, "/api/analyze", {"image": b64(png_of_rgb(explorer, 0))})
+        assert status == 200 and len(data["position"]) == 2 and len(data["code"]) == 32  # the training size: mapped
+        big = np.zeros((600, 2400, 3), dtype=np.uint8)
+        status, data = post(running, "/api/analyze", {"image": b64(png_bytes(big))})
+        assert status == 200 and data["size"] == [256, 1024]  # scaled to 1,024 on its longer side
+
+
+def png_of_rgb(explorer, i: int) -> bytes:
+    return png_bytes(explorer.images[i].permute(1, 2, 0).numpy())

@@ -33,6 +33,7 @@ from .explorer import Explorer
 
 MAX_BODY_BYTES = 4 * 2**20  # any request body
 MAX_UPLOAD_BYTES = 2 * 2**20  # an uploaded image file (sent base64-encoded in the JSON body)
+PHOTO_SIDE_MAX = 1024  # a model with a spatial latent takes an upload at its size, up to this on its longer side
 MAX_UPLOAD_PIXELS = 4096 * 4096
 UPLOAD_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")
 MAX_BATCH = 64  # codes, map points or samples per request
@@ -139,8 +140,9 @@ def _boolean(value, name: str) -> bool:
     return value
 
 
-def _upload(text, shape: tuple[int, int, int], invert: bool) -> torch.Tensor:
-    """A base64 image (a data URL or bare base64) -> uint8 (1, C, H, W) in the model's shape."""
+def _upload(text, shape: tuple[int, int, int], invert: bool, any_size: bool = False) -> torch.Tensor:
+    """A base64 image (a data URL or bare base64) -> uint8 (1, C, H, W) in the model's shape; with ``any_size`` (a
+    spatial latent) at its own size, scaled down to ``PHOTO_SIDE_MAX`` pixels on its longer side if larger."""
     if not isinstance(text, str):
         raise ApiError(f"image must be a base64 string or data URL, not {_kind(text)}")
     if text.startswith("data:"):
@@ -170,6 +172,9 @@ def _upload(text, shape: tuple[int, int, int], invert: bool) -> torch.Tensor:
     if invert:
         images = 255 - images
     c, h, w = shape
+    if any_size:
+        scale = min(1.0, PHOTO_SIDE_MAX / max(images.shape[-2:]))
+        h, w = (max(1, round(side * scale)) for side in images.shape[-2:])
     return conform(images, channels=c, image_size=(h, w))
 
 
@@ -259,7 +264,8 @@ def build_app(explorer: Explorer, *, host: str = "127.0.0.1") -> Starlette:
         body = await _json(request, {"image": True, "noise_std": False, "invert": False, "seed": False})
         noise = _number(body.get("noise_std", explorer.noise_std), "noise_std", 0.0, 1.0)
         seed = _integer(body.get("seed", 0), "seed", 0, MAX_SEED)
-        image = _upload(body["image"], explorer.model.config.image_shape, _boolean(body.get("invert", False), "invert"))
+        image = _upload(body["image"], explorer.model.config.image_shape, _boolean(body.get("invert", False), "invert"),
+                        any_size=explorer.model.config.spatial)
         return JSONResponse(explorer.analyze(image, noise, seed))
 
     def _end(value, name: str) -> torch.Tensor:

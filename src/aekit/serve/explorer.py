@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import io
+import math
 
 import numpy as np
 import torch
@@ -32,6 +33,11 @@ def data_url(image: torch.Tensor) -> str:
 
 def _rounded(array, digits: int = 4) -> list:
     return np.round(np.asarray(array, dtype=np.float64), digits).tolist()
+
+
+def _kl_per_number(posterior) -> torch.Tensor:
+    """KL to the prior of each number of the code, flat: (B, D) for a vector code, (B, C*h*w) for a map."""
+    return (-0.5 * (1 + posterior.logvar - posterior.mean.pow(2) - posterior.logvar.exp())).flatten(1)
 
 
 def projection(codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[float] | None]:
@@ -71,7 +77,8 @@ class Explorer:
         self.images = test.images[:MAP_MAX]  # uint8 (N, C, H, W)
         self.labels = test.labels[:MAP_MAX] if test.labels is not None else None
         self.classes = test.classes
-        self.codes = model.embed(self.images)  # (N, D)
+        self.code_shape = model.latent_shape()  # (D,), or (C, h, w) for a spatial latent: the map sees it flat
+        self.codes = model.embed(self.images).flatten(1)  # (N, D)
         clean = model.prepare(self.images)
         self.errors = (model.reconstruct(self.images) - clean).pow(2).flatten(1).mean(1)  # (N,) MSE per pixel
         self._sorted_errors = self.errors.sort().values
@@ -82,7 +89,7 @@ class Explorer:
 
     @property
     def latent_dim(self) -> int:
-        return self.model.config.latent_dim
+        return math.prod(self.code_shape)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -104,7 +111,7 @@ class Explorer:
         model, codes = self.model, self.codes
         if model.is_variational:
             with torch.inference_mode():
-                kl = torch.cat([model.encode(model.prepare(x)).kl_per_dim() for x in self.images.split(1024)])
+                kl = torch.cat([_kl_per_number(model.encode(model.prepare(x))) for x in self.images.split(1024)])
             score = kl.mean(0)
         else:
             score = codes.var(0, unbiased=False)
@@ -159,7 +166,7 @@ class Explorer:
         }
 
     def decode(self, codes: torch.Tensor) -> dict:
-        return {"images": [data_url(x) for x in self.model.decode_images(codes)]}
+        return {"images": [data_url(x) for x in self.model.decode_images(codes.reshape(-1, *self.code_shape))]}
 
     def decode_map(self, points: torch.Tensor) -> dict:
         codes = self.from_map(points)
@@ -168,8 +175,10 @@ class Explorer:
     def sample(self, n: int, seed: int) -> dict:
         """``n`` codes drawn as ``model.sample`` draws them (prior or fitted Gaussian), and their images."""
         model = self.model
-        eps = torch.randn(n, self.latent_dim, generator=torch.Generator().manual_seed(seed))
+        shape = self.code_shape[1:] + self.code_shape[:1]  # a map's channels last: its Gaussian is over them
+        eps = torch.randn(n, *shape, generator=torch.Generator().manual_seed(seed))
         z = eps if model.is_variational else model.code_mean + eps @ model.code_scale_tril.T
+        z = z.permute(0, 3, 1, 2).flatten(1) if len(shape) == 3 else z
         if model.config.code_activation == "sigmoid":
             z = z.clamp(0.0, 1.0)
         return {**self.decode(z), "codes": _rounded(z, 5)}
@@ -201,14 +210,17 @@ class Explorer:
         recon = model.reconstruct(image)
         noisy, denoised = model.denoise(image, noise_std=noise_std, seed=seed)
         code = model.embed(image)
+        same = tuple(code.shape[1:]) == self.code_shape  # a photo of another size has no place on the map
+        code = code.flatten(1)
         error = float((recon - clean).pow(2).mean())
         return {
             "input": data_url(clean[0]),
             "reconstruction": data_url(recon[0]),
             "noisy": data_url(noisy[0]),
             "denoised": data_url(denoised[0]),
-            "code": _rounded(code[0], 5),
-            "position": _rounded(self.to_map(code)[0]),
+            "code": _rounded(code[0], 5) if same else None,
+            "position": _rounded(self.to_map(code)[0]) if same else None,
+            "size": list(image.shape[-2:]),
             "error": round(error, 6),
             "percentile": self.percentile(error),
             "noise_std": noise_std,

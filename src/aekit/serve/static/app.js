@@ -145,7 +145,7 @@ function drawMap() {
     ctx.stroke(); ctx.setLineDash([]);
     [["A", state.path[0]], ["B", state.path[state.path.length - 1]]].forEach(([name, p]) => badge(ctx, view.toPx(p), name));
   }
-  if (state.drawn) diamond(ctx, view.toPx(state.drawn.position));
+  if (state.drawn && state.drawn.position) diamond(ctx, view.toPx(state.drawn.position));
   if (state.current) ring(ctx, view.toPx(project(state.current.code)), "#111827", 7);
   if (state.hover) {
     const [x, y] = view.toPx(state.hover);
@@ -419,9 +419,10 @@ const analyze = latest(async () => {
   $("anomaly-marker").style.left = `${d.percentile}%`;
   $("anomaly-text").textContent =
     `Anomaly score: reconstruction error ${d.error.toFixed(4)} (MSE per pixel), higher than ${d.percentile}% of ` +
-    `the test images: ${verdict}. The pink diamond marks its code on the map.`;
+    `the test images: ${verdict}. ` + (d.position ? "The pink diamond marks its code on the map."
+      : `At ${d.size[1]}×${d.size[0]} its code has another shape than the map's, so it has no place there.`);
   $("anomaly").className = `anomaly ${verdict}`;
-  $("results").hidden = $("anomaly").hidden = false; $("to-decoder").disabled = false; $("draw-hint").hidden = true;
+  $("results").hidden = $("anomaly").hidden = false; $("to-decoder").disabled = !d.code; $("draw-hint").hidden = true;
   showMsg("draw-msg", "");
   drawMap();
 }, (err) => {

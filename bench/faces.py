@@ -50,17 +50,30 @@ class Spec:
     options: tuple[str, ...]
     epochs: int
     target: str  # what the issue asks of this run
+    model: str = "ae"
+    likelihood: str = "gaussian"
 
     def command(self, data: str, out: str) -> list[str]:
-        return ["aekit", "train", "--model", "ae", "--arch", "resnet", *self.options, "--likelihood", "gaussian",
-                "--data", data, "--epochs", str(self.epochs), "--batch-size", "32", "--lr", "1e-3",
+        return ["aekit", "train", "--model", self.model, "--arch", "resnet", *self.options, "--likelihood",
+                self.likelihood, "--data", data, "--epochs", str(self.epochs), "--batch-size", "32", "--lr", "1e-3",
                 "--lr-schedule", "cosine", "--seed", str(SEED), "--out", out]
 
 
 RUNS = (
     Spec("ae128", ("--latent-dim", "128"), 6, "a 128-d vector code beats PCA-128 by >= 1 dB PSNR"),
-    Spec("ae-spatial", ("--latent-channels", "4"), 6, "a 4 x 8 x 8 spatial code (256 numbers) beats PCA-256 by >= 1 dB"),
+    Spec("ae-spatial", ("--latent-channels", "4"), 6,
+         "a 4 x 8 x 8 spatial code (256 numbers) beats PCA-256 by >= 1 dB"),
+    # The generative half (issue 19, points 2 and 3): evaluated once their weights are committed.
+    Spec("vae128", ("--latent-dim", "128", "--kl-warmup", "4000"), 30,
+         "prior samples: Frechet distance at most half that of probabilistic PCA's; a figure of faces",
+         model="vae", likelihood="logistic"),
+    Spec("vae-spatial", ("--downsample", "4", "--latent-channels", "8", "--free-bits", "0.05"), 30,
+         "test NLL in bits/dim below PNG's and lossless WebP's on the same faces (moonshot <= 3.0)",
+         model="vae", likelihood="logistic"),
 )
+IW_FACES, IW_K = 500, 100  # test faces and importance samples of the IW bits/dim
+SAMPLES_FIGURE = REPO / "docs" / "images" / "faces-vae-samples.png"
+PUBLISHED = "NVAE (Vahdat & Kautz 2020) on CelebA 64x64: 2.03 bits/dim (other faces, other crops: an anchor only)"
 
 
 def face_cache(data_dir: Path) -> Path:
@@ -85,6 +98,57 @@ def face_cache(data_dir: Path) -> Path:
     np.savez(path, x_train=images[train], y_train=gender[train], x_test=images[test], y_test=gender[test],
              classes=np.array(["male", "female"]))
     return path
+
+
+def face_labels(data_dir: Path):
+    """Gender x race (10 classes) of the training and test faces, in the cache's order: the labels the Frechet
+    distance's feature classifier learns (from the file names alone; nothing is decoded)."""
+    import numpy as np
+    import torch
+
+    names = sorted(p.name for p in (data_dir / "faces" / "utkface").glob("*.jpg"))
+    labels = np.array([5 * int(m.group(2)) + int(m.group(3)) for m in map(NAME.match, names) if m], np.int64)
+    perm = torch.randperm(len(labels), generator=torch.Generator().manual_seed(SEED)).numpy()
+    return labels[np.sort(perm[N_TEST:])], labels[np.sort(perm[:N_TEST])]
+
+
+def generative(run, train_images, test_images, labels, log) -> dict:
+    """A VAE's IW bits/dim, and the Frechet distance of its prior samples against probabilistic PCA's with as
+    many components (samples: mean + components x sqrt(variance) x N(0, 1), the isotropic noise left out), in
+    the features of a classifier of the faces' gender x race; saves a figure of 64 samples."""
+    import numpy as np
+    import torch
+
+    import aekit
+    from aekit.imaging import grid, save_png
+    from aekit.metrics import baselines
+    from aekit.metrics.frechet import frechet_distance, load_or_train_classifier
+    from aekit.metrics.likelihood import variational_metrics
+
+    log(f"  IW bits/dim on {IW_FACES} test faces, K = {IW_K}")
+    v = variational_metrics(run.model, run.config.objective, test_images[:IW_FACES], iw_samples=IW_K, seed=SEED)
+    classes = [f"{g}-{r}" for g in ("male", "female") for r in ("white", "black", "asian", "indian", "other")]
+    classifier, info = load_or_train_classifier(
+        "utkface-gender-race", aekit.ImageSet(train_images, torch.from_numpy(labels[0]), "faces/train", classes),
+        aekit.ImageSet(test_images, torch.from_numpy(labels[1]), "faces/test", classes), data_dir=SCRATCH, seed=SEED,
+        log=log)
+    n, k = len(test_images), run.config.model.code_size
+    reference = classifier.embed(test_images)
+    samples = run.model.sample(n, seed=SEED)
+    pca = baselines.fit_pca(train_images, k, seed=SEED, max_train=len(train_images))
+    eps = np.random.default_rng(SEED).standard_normal((n, pca.n_components_))
+    ppca = np.clip(pca.inverse_transform(eps * np.sqrt(pca.explained_variance_)), 0, 1).astype(np.float32)
+    ppca = torch.from_numpy(ppca).reshape(test_images.shape)
+    SAMPLES_FIGURE.parent.mkdir(parents=True, exist_ok=True)
+    save_png(grid(samples[:64]), SAMPLES_FIGURE, scale=2)
+    model_fd = frechet_distance(classifier.embed(samples), reference)
+    ppca_fd = frechet_distance(classifier.embed(ppca), reference)
+    return {"iw_bits_per_dim": v["iw_nll_bits_per_dim"], "neg_elbo_bits_per_dim": v["neg_elbo_bits_per_dim"],
+            "iw_faces": IW_FACES, "iw_samples": IW_K, "active_units": v["active_units"],
+            "frechet_samples": model_fd, "frechet_ppca": ppca_fd, "frechet_ratio": model_fd / ppca_fd,
+            "frechet_train_faces": frechet_distance(classifier.embed(train_images[:n]), reference),
+            "classifier_test_accuracy": info.get("test_accuracy"),
+            "samples_figure": "docs/images/faces-vae-samples.png"}
 
 
 def train(spec, data: Path, log, scratch: Path = SCRATCH, weights: Path = WEIGHTS) -> None:
@@ -112,7 +176,7 @@ def keep(run_dir: Path, target: Path) -> None:
     shutil.copy2(run_dir / "metrics.jsonl", target / "metrics.jsonl")
 
 
-def evaluate(specs: list[Spec], data: Path, log) -> dict:
+def evaluate(specs: list[Spec], data: Path, log, labels=None) -> dict:
     import numpy as np
     import torch
 
@@ -149,9 +213,12 @@ def evaluate(specs: list[Spec], data: Path, log) -> dict:
             "command": " ".join(spec.command("FACES64.npz", f"runs/faces-{spec.name}")),
             "weights": f"bench/weights/faces/{spec.name}",
         }
-        if not run.config.model.spatial:  # feature extraction: a gender probe on the codes against PCA's
+        if run.model.is_variational:
+            row["generative"] = generative(run, train_images, test_images, labels, log)
+            row["met"] = None  # a VAE's targets are in its generative numbers
+        elif not run.config.model.spatial:  # feature extraction: a gender probe on the codes against PCA's
             y_train, y_test = arrays["y_train"], arrays["y_test"]
-            codes = (run.model.embed(train_images, batch_size=200).numpy(), run.model.embed(test_images, batch_size=200).numpy())
+            codes = tuple(run.model.embed(x, batch_size=200).numpy() for x in (train_images, test_images))
             probe = baselines.representation_metrics(
                 {"codes": codes, "pca": baselines.pca_codes(pcas[k]["pca"], train_images, test_images)},
                 y_train, y_test, max_train=len(y_train), seed=SEED)
@@ -162,7 +229,8 @@ def evaluate(specs: list[Spec], data: Path, log) -> dict:
             log(f"  gender probe: codes {row['gender_probe']['codes']:.3f}, PCA {row['gender_probe']['pca']:.3f}")
         rows.append(row)
         log(f"  {spec.name}: {psnr:.2f} dB against PCA-{k} {p['psnr_db']:.2f} dB ({row['gain_db']:+.2f})")
-    return {"date": time.strftime("%Y-%m-%d"), "lossless_bits_per_dim": lossless_codecs(test_images), "machine": f"{os.cpu_count()} cores, {platform.processor() or 'cpu'}",
+    return {"date": time.strftime("%Y-%m-%d"), "lossless_bits_per_dim": lossless_codecs(test_images),
+            "machine": f"{os.cpu_count()} cores, {platform.processor() or 'cpu'}",
             "torch": torch.__version__, "test_faces": len(test_images), "train_faces": len(train_images),
             "image_size": f"3x{SIZE}x{SIZE}", "rows": rows}
 
@@ -198,7 +266,8 @@ def markdown(result: dict) -> str:
     for r in result["rows"]:
         lines.append(f"| {r['run']} | {r['code']} | {r['numbers']} | {r['psnr_db']:.2f} | {r['pca_psnr_db']:.2f} | "
                      f"{r['gain_db']:+.2f} | {r['ssim']:.3f} | {r['pca_ssim']:.3f} | {r['target']} | "
-                     f"{'yes' if r['met'] else 'no'} | {r['epochs']} | {r['train_seconds'] / 60:.0f} min |")
+                     f"{'-' if r['met'] is None else 'yes' if r['met'] else 'no'} | {r['epochs']} | "
+                     f"{r['train_seconds'] / 60:.0f} min |")
     for r in result["rows"]:
         if "gender_probe" in r:
             g = r["gender_probe"]
@@ -209,7 +278,24 @@ def markdown(result: dict) -> str:
     bits = result["lossless_bits_per_dim"]
     lines += ["", f"Lossless codecs on the same test faces (each image its own file, Pillow): PNG "
               f"{bits['png']:.2f} bits/dim, WebP lossless {bits['webp']:.2f} bits/dim: the rate a VAE's "
-              "likelihood has to beat."]
+              f"likelihood has to beat. Published anchor: {PUBLISHED}."]
+    vaes = [r for r in result["rows"] if "generative" in r]
+    if vaes:
+        lines += ["", "| VAE | IW bits/dim | (K, faces) | -ELBO bits/dim | below PNG? | below WebP? | "
+                  "Frechet: samples | probabilistic PCA | ratio | train faces (floor) |",
+                  "|---|---:|---|---:|---|---|---:|---:|---:|---:|"]
+        for r in vaes:
+            g = r["generative"]
+            lines.append(f"| {r['run']} | {g['iw_bits_per_dim']:.3f} | ({g['iw_samples']}, {g['iw_faces']}) | "
+                         f"{g['neg_elbo_bits_per_dim']:.3f} | {'yes' if g['iw_bits_per_dim'] < bits['png'] else 'no'} | "
+                         f"{'yes' if g['iw_bits_per_dim'] < bits['webp'] else 'no'} | {g['frechet_samples']:.1f} | "
+                         f"{g['frechet_ppca']:.1f} | {g['frechet_ratio']:.2f} | {g['frechet_train_faces']:.1f} |")
+        lines += ["", "Frechet distances are in the 64 features of a small conv classifier of gender x race "
+                  f"({100 * vaes[0]['generative']['classifier_test_accuracy']:.1f}% on the test faces), between "
+                  f"{result['test_faces']:,} samples and the test faces. Samples of the last VAE: "
+                  "![VAE prior samples](images/faces-vae-samples.png)"]
+    if result.get("not_trained"):
+        lines += ["", f"Not trained yet (no committed weights): {', '.join(result['not_trained'])}."]
     lines += ["", "Commands (`FACES64.npz` is the cached split):", ""]
     lines += [f"- {r['run']}: `{r['command']}`" for r in result["rows"]]
     return "\n".join(lines) + "\n"
@@ -254,10 +340,12 @@ def main() -> None:
             train(spec, data, log)
     if args.train_only:
         return
-    missing = [s.name for s in specs if not (WEIGHTS / s.name / "model.safetensors").exists()]
+    trained = [s for s in specs if (WEIGHTS / s.name / "model.safetensors").exists()]
+    missing = [s.name for s in specs if s not in trained]
     if missing:
-        sys.exit(f"faces.py: error: no committed weights for {', '.join(missing)}: run without --evaluate-only")
-    result = evaluate(specs, data, log)
+        log(f"no committed weights for {', '.join(missing)} (train them by running without --evaluate-only)")
+    labels = face_labels(Path(args.data_dir)) if any(s.model == "vae" for s in trained) else None
+    result = {**evaluate(trained, data, log, labels), "not_trained": missing}
     print(markdown(result))
     if not args.no_write:
         RESULTS_JSON.write_text(json.dumps(result, indent=2) + "\n")

@@ -265,3 +265,24 @@ def test_photos_beyond_what_the_model_or_the_memory_can_take_are_one_line(spatia
     assert np.load(tmp_path / "s.npy").shape == (4, 3, 40, 30)
     assert main(["sample", str(spatial_run.path), "-n", "4", "--size", "0,30", "-o", str(tmp_path / "z.npy")]) == 2
     assert not (tmp_path / "v.png").exists() and not (tmp_path / "z.npy").exists()
+
+
+def test_encode_photos_of_several_sizes(spatial_run, tmp_path, capsys):
+    from PIL import Image
+
+    from aekit.cli import main
+
+    folder = tmp_path / "p"
+    folder.mkdir()
+    _photo("RGB", (40, 30)).save(folder / "a.png")
+    _photo("RGB", (24, 64)).save(folder / "b.png")
+    assert main(["encode", str(spatial_run.path), str(folder), "-o", str(tmp_path / "codes.npy")]) == 2
+    assert "give a name ending in .npz" in capsys.readouterr().err
+    assert main(["encode", str(spatial_run.path), str(folder), "-o", str(tmp_path / "codes.npz")]) == 0
+    codes = np.load(tmp_path / "codes.npz")
+    assert codes["a.png"].shape == (3, 8, 10) and codes["b.png"].shape == (3, 16, 6)  # f = 4, padded up: ceil
+    one = aekit.load(spatial_run.path).model.embed(torch.from_numpy(np.asarray(Image.open(folder / "a.png")))
+                                                   .permute(2, 0, 1)[None])
+    np.testing.assert_allclose(codes["a.png"], one[0].numpy(), rtol=0, atol=1e-6)
+    assert main(["encode", str(spatial_run.path), str(folder / "a.png"), "-o", str(tmp_path / "a.npy")]) == 0
+    assert np.load(tmp_path / "a.npy").shape == (1, 3, 8, 10)

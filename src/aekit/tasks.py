@@ -77,6 +77,8 @@ def encode(run: Run, spec: str, out: str | Path, *, limit: int | None = None,
     """Save the codes (posterior means) of INPUT as an (N, D) float32 array (.npy) or codes + labels (.npz)."""
     out = Path(out)
     _check_output(out, arrays=(".npy", ".npz"), folder=False)
+    if run.model.config.spatial:
+        return _encode_photos(run, spec, out, limit=limit, data_dir=data_dir)
     model, images = run.model, load_inputs(run, spec, limit=limit, data_dir=data_dir)
     check_memory(f"encoding {len(images):,} images", 4 * len(images) * (math.prod(model.config.image_shape)
                                                                         + model.config.code_size))
@@ -84,13 +86,42 @@ def encode(run: Run, spec: str, out: str | Path, *, limit: int | None = None,
     if out.suffix == ".npy":
         save_npy(codes, out)
     else:
-        buffer = io.BytesIO()
         arrays = {"codes": codes.numpy()}
         if images.labels is not None:
             arrays["labels"] = images.labels.numpy()
-        np.savez(buffer, **arrays)
-        atomic_write_bytes(out, buffer.getvalue())
+        _save_npz(out, arrays)
     return {"images": len(images), "latent_shape": "x".join(map(str, codes.shape[1:])), "output": str(out)}
+
+
+def _encode_photos(run: Run, spec: str, out: Path, *, limit: int | None, data_dir: str | None) -> dict:
+    """A spatial model's codes of each image at its own size: (N, C, h, w) in a .npy when the sizes agree, else a
+    .npz with one array per image, named after its file."""
+    model, codes, names = run.model, [], []
+    for i, (name, image) in enumerate(iter_photos(spec, channels=model.config.channels,
+                                                  data_dir=data_dir or run.config.data.data_dir)):
+        if limit is not None and i >= limit:
+            break
+        check_memory(f"encoding a {image.shape[-1]}x{image.shape[-2]} image", 6 * 4 * image.numel())
+        codes.append(model.embed(image))
+        names.append(name)
+    if not codes:
+        raise AekitError(f"{spec} holds no images")
+    shapes = {tuple(c.shape[1:]) for c in codes}
+    if out.suffix == ".npy" or len(shapes) == 1:
+        if len(shapes) > 1:
+            raise AekitError(f"-o {out}: the images differ in size, so their codes cannot share an array; give a "
+                             "name ending in .npz (one array per image)")
+        save_npy(torch.cat(codes), out) if out.suffix == ".npy" else _save_npz(out, {"codes": torch.cat(codes).numpy()})
+    else:
+        _save_npz(out, {name: code[0].numpy() for name, code in zip(names, codes)})
+    return {"images": len(codes), "latent_shape": ", ".join(sorted("x".join(map(str, s)) for s in shapes)),
+            "output": str(out)}
+
+
+def _save_npz(out: Path, arrays: dict) -> None:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    atomic_write_bytes(out, buffer.getvalue())
 
 
 def reconstruct(run: Run, spec: str, out: str | Path, *, limit: int | None = None,

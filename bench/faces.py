@@ -73,6 +73,8 @@ RUNS = (
 )
 IW_FACES, IW_K = 500, 100  # test faces and importance samples of the IW bits/dim
 SAMPLES_FIGURE = REPO / "docs" / "images" / "faces-vae-samples.png"
+RECON_FIGURE = REPO / "docs" / "images" / "faces-reconstructions.png"
+FIGURE_FACES = 10  # the first test faces, in the reconstruction figure
 PUBLISHED = "NVAE (Vahdat & Kautz 2020) on CelebA 64x64: 2.03 bits/dim (other faces, other crops: an anchor only)"
 
 
@@ -187,7 +189,7 @@ def evaluate(specs: list[Spec], data: Path, log, labels=None) -> dict:
     arrays = np.load(data)
     train_images, test_images = torch.from_numpy(arrays["x_train"]), torch.from_numpy(arrays["x_test"])
     clean = test_images.float() / 255
-    rows, pcas = [], {}
+    rows, pcas, figure_rows = [], {}, [("test faces", clean[:FIGURE_FACES])]
     for spec in specs:
         run = aekit.load(WEIGHTS / spec.name)
         k = run.config.model.code_size
@@ -199,6 +201,9 @@ def evaluate(specs: list[Spec], data: Path, log, labels=None) -> dict:
             pca = baselines.fit_pca(train_images, k, seed=SEED, max_train=len(train_images))
             pcas[k] = {**baselines.pca_metrics(pca, test_images), "pca": pca}
         p = pcas[k]
+        figure_rows.append((f"{spec.name}", recon[:FIGURE_FACES]))
+        if f"PCA-{k}" not in dict(figure_rows):
+            figure_rows.append((f"PCA-{k}", pca_reconstruction(p["pca"], test_images[:FIGURE_FACES])))
         psnr = float(psnr_per_image(recon, clean).mean())
         curve = [json.loads(line) for line in (WEIGHTS / spec.name / "metrics.jsonl").read_text().splitlines()]
         row = {
@@ -229,10 +234,26 @@ def evaluate(specs: list[Spec], data: Path, log, labels=None) -> dict:
             log(f"  gender probe: codes {row['gender_probe']['codes']:.3f}, PCA {row['gender_probe']['pca']:.3f}")
         rows.append(row)
         log(f"  {spec.name}: {psnr:.2f} dB against PCA-{k} {p['psnr_db']:.2f} dB ({row['gain_db']:+.2f})")
+    if len(figure_rows) > 1:
+        from aekit.imaging import rows as image_rows
+        from aekit.imaging import save_png
+
+        RECON_FIGURE.parent.mkdir(parents=True, exist_ok=True)
+        save_png(image_rows(*(images for _, images in figure_rows)), RECON_FIGURE, scale=2)
     return {"date": time.strftime("%Y-%m-%d"), "lossless_bits_per_dim": lossless_codecs(test_images),
+            "figure_rows": [name for name, _ in figure_rows],
             "machine": f"{os.cpu_count()} cores, {platform.processor() or 'cpu'}",
             "torch": torch.__version__, "test_faces": len(test_images), "train_faces": len(train_images),
             "image_size": f"3x{SIZE}x{SIZE}", "rows": rows}
+
+
+def pca_reconstruction(pca, images):
+    import numpy as np
+    import torch
+
+    flat = images.float().div(255).flatten(1).numpy()
+    return torch.from_numpy(np.clip(pca.inverse_transform(pca.transform(flat)), 0, 1).astype(np.float32)).reshape(
+        images.shape)
 
 
 def lossless_codecs(images) -> dict[str, float]:
@@ -296,6 +317,9 @@ def markdown(result: dict) -> str:
                   "![VAE prior samples](images/faces-vae-samples.png)"]
     if result.get("not_trained"):
         lines += ["", f"Not trained yet (no committed weights): {', '.join(result['not_trained'])}."]
+    if result.get("figure_rows"):
+        lines += ["", f"Rows, top to bottom: {', '.join(result['figure_rows'])} (the first {FIGURE_FACES} test faces):",
+                  "", "![face reconstructions](images/faces-reconstructions.png)"]
     lines += ["", "Commands (`FACES64.npz` is the cached split):", ""]
     lines += [f"- {r['run']}: `{r['command']}`" for r in result["rows"]]
     return "\n".join(lines) + "\n"

@@ -174,6 +174,10 @@ def keep(run_dir: Path, target: Path) -> None:
     if target.exists():
         shutil.rmtree(target)
     run = aekit.load(run_dir)
+    data = Path(run.config.data.data)  # recorded as the repository's relative path, never this machine's
+    if data.is_absolute():
+        relative = data.relative_to(REPO) if data.is_relative_to(REPO) else Path("bench/results/tmp") / data.name
+        run.config.data = dataclasses.replace(run.config.data, data=relative.as_posix())
     run.save(target, dtype=torch.float16)
     shutil.copy2(run_dir / "metrics.jsonl", target / "metrics.jsonl")
 
@@ -289,6 +293,11 @@ def markdown(result: dict) -> str:
                      f"{r['gain_db']:+.2f} | {r['ssim']:.3f} | {r['pca_ssim']:.3f} | {r['target']} | "
                      f"{'-' if r['met'] is None else 'yes' if r['met'] else 'no'} | {r['epochs']} | "
                      f"{r['train_seconds'] / 60:.0f} min |")
+    short = [r["run"] for r in result["rows"] if r["met"] is False]
+    if short:
+        lines += ["", f"Not met yet: {', '.join(short)}. These are short runs (the epochs above, trained two at a "
+                  "time on the 2 cores); longer training, on a GPU when one is lent (`--init-from` the committed "
+                  "weights, or a longer schedule), is the next step."]
     for r in result["rows"]:
         if "gender_probe" in r:
             g = r["gender_probe"]

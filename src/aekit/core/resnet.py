@@ -22,7 +22,6 @@ from torch import nn
 
 from .config import ModelConfig
 
-
 VECTOR_CHANNELS = 16  # channels of the feature map a vector code is read from and written to
 
 

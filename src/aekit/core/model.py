@@ -197,18 +197,21 @@ class Autoencoder(nn.Module):
         if n < 1:
             raise AekitError(f"the number of samples must be >= 1 (got {n})")
         self.eval()
+        z = self.draw_codes(n, seed, size)
+        return self.decode_images(z, size=size)
+
+    def draw_codes(self, n: int, seed: int = 0, size: tuple[int, int] | None = None) -> torch.Tensor:
+        """The codes :meth:`sample` decodes: ``n`` draws from the prior N(0, I) (VAE) or the fitted code Gaussian,
+        (n, D) or (n, C, h, w); a map's Gaussian is over its channels, the same at every position."""
         generator = torch.Generator().manual_seed(seed)
         shape = self.latent_shape(size)
-        if self.config.spatial:  # channels last: the fitted Gaussian is over the channels, at every position
+        if self.config.spatial:  # channels last for the draw, then (n, h, w, C) -> (n, C, h, w)
             eps = torch.randn(n, *shape[1:], shape[0], generator=generator)
-            z = eps if self.is_variational else self.code_mean + eps @ self.code_scale_tril.T
-            z = z.permute(0, 3, 1, 2)  # (n, h, w, C) -> (n, C, h, w)
         else:
             eps = torch.randn(n, *shape, generator=generator)
-            z = eps if self.is_variational else self.code_mean + eps @ self.code_scale_tril.T
-        if self.config.code_activation == "sigmoid":
-            z = z.clamp(0.0, 1.0)
-        return self.decode_images(z, size=size)
+        z = eps if self.is_variational else self.code_mean + eps @ self.code_scale_tril.T
+        z = z.permute(0, 3, 1, 2) if self.config.spatial else z
+        return z.clamp(0.0, 1.0) if self.config.code_activation == "sigmoid" else z
 
     @torch.inference_mode()
     def fit_code_distribution(self, images, batch_size: int = 1024) -> None:

@@ -174,13 +174,7 @@ class Explorer:
 
     def sample(self, n: int, seed: int) -> dict:
         """``n`` codes drawn as ``model.sample`` draws them (prior or fitted Gaussian), and their images."""
-        model = self.model
-        shape = self.code_shape[1:] + self.code_shape[:1]  # a map's channels last: its Gaussian is over them
-        eps = torch.randn(n, *shape, generator=torch.Generator().manual_seed(seed))
-        z = eps if model.is_variational else model.code_mean + eps @ model.code_scale_tril.T
-        z = z.permute(0, 3, 1, 2).flatten(1) if len(shape) == 3 else z
-        if model.config.code_activation == "sigmoid":
-            z = z.clamp(0.0, 1.0)
+        z = self.model.draw_codes(n, seed).flatten(1)
         return {**self.decode(z), "codes": _rounded(z, 5)}
 
     def percentile(self, error: float) -> float:

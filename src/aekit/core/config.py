@@ -91,6 +91,11 @@ class ModelConfig:
         0, "the resnet's factor f (a power of 2, at least --patch): stages = log2(f / patch) + 1, widths by default "
         + ",".join(map(str, RESNET_WIDTHS)) + " cut to that many; 0: from --hidden", bounds="[0, 256]", metavar="F",
     )
+    pca_path: bool = option(
+        False, "a vector code with a frozen PCA path beside the network: the code is the training images' whitened "
+        "PCA code plus a learned correction, the reconstruction PCA's plus a learned correction (both corrections "
+        "start at 0), so the model starts as good as PCA with as many numbers and training improves on it",
+    )
 
     def __post_init__(self) -> None:
         check_types(self)
@@ -99,6 +104,9 @@ class ModelConfig:
         self.hidden = tuple(self.hidden) or DEFAULT_HIDDEN.get(self.arch, ())
         _check_options(self)
         _check_spatial(self)
+        if self.pca_path and (self.spatial or self.code_activation != "none"):
+            raise AekitError("pca_path needs a vector code without a sigmoid (--latent-dim, not --latent-channels "
+                             "or the sae preset's sigmoid codes)")
         if self.latent == "gaussian" and self.code_activation != "none":
             raise AekitError("a gaussian latent cannot have a sigmoid code activation")
         _positive("channels", self.channels)

@@ -8,6 +8,7 @@ gradients.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 import numpy as np
@@ -18,11 +19,14 @@ from torch import nn
 from ..data.imageset import to_unit
 from ..errors import AekitError
 from .config import ModelConfig
-from .latent import GaussianHead, PointHead
+from .latent import DiagonalGaussian, GaussianHead, PointHead, PointPosterior
 from .nets import build_backbones
 from .objectives import corrupt
 from .resnet import receptive_radius
 from .tiling import TILE_ABOVE, tiled
+
+PCA_FIT_BYTES = 512 * 1024 * 1024  # the images a PCA path is fitted on, as floats: evenly spaced, at most this much
+PCA_EPS = 1e-3  # the PCA path's pixels are clamped to [eps, 1 - eps] before their logits
 
 
 class Autoencoder(nn.Module):
@@ -54,10 +58,19 @@ class Autoencoder(nn.Module):
         # over its channels, shared by every position (so it samples any size).
         self.register_buffer("code_mean", torch.zeros(units))
         self.register_buffer("code_scale_tril", torch.eye(units))
+        if config.pca_path:  # the frozen linear path (fitted by init_output_bias); the learned corrections start at 0
+            d = math.prod(config.image_shape)
+            self.register_buffer("pca_mean", torch.zeros(d))
+            self.register_buffer("pca_components", torch.zeros(units, d))  # (k, D): orthonormal rows
+            self.register_buffer("pca_scale", torch.ones(units))  # sqrt of each component's variance: whitened codes
+            with torch.no_grad():
+                _zero_mean_rows(self.head.mean if isinstance(self.head, GaussianHead) else self.head.linear, 1)
+                _zero_mean_rows(_last_layer(self.decoder), config.outputs)
 
     @torch.no_grad()
     def init_output_bias(self, images: torch.Tensor) -> None:
-        """Data-dependent init: make the untrained decoder output the mean training image.
+        """Data-dependent init: make the untrained decoder output the mean training image (and, with
+        ``pca_path``, fit the PCA path).
 
         A decoder that starts at sigmoid(0) = 0.5 everywhere spends its first hundreds of steps
         learning the mean image (a plateau of about 200 nats on MNIST); starting there skips it.
@@ -67,12 +80,51 @@ class Autoencoder(nn.Module):
         batches = images.split(4096) if isinstance(images, torch.Tensor) else images  # int64 copies stay small
         _, h, w = self.config.image_shape
         total, n = torch.zeros(self.config.image_shape, dtype=torch.int64), 0
+        budget = max(self.config.latent_dim, PCA_FIT_BYTES // (4 * total.numel())) if self.config.pca_path else 0
+        kept, stride = [], 1  # every stride-th image, the stride doubling whenever more than the budget are kept
         for batch in batches:  # integer sums are exact: the same mean in memory or streamed, in any batches
             top, left = (batch.shape[-2] - h) // 2, (batch.shape[-1] - w) // 2
-            total += batch[..., top:top + h, left:left + w].sum(0, dtype=torch.int64)  # (B, C, H, W) -> (C, H, W)
+            crops = batch[..., top:top + h, left:left + w]
+            total += crops.sum(0, dtype=torch.int64)  # (B, C, H, W) -> (C, H, W)
+            if budget:
+                kept += list(crops[(-n) % stride:: stride].clone())
+                while len(kept) > budget:
+                    kept, stride = kept[::2], 2 * stride
             n += len(batch)
-        mean = total.float().div_(max(n, 1)).div_(255).clamp_(1e-3, 1 - 1e-3)  # (C, H, W)
-        self.decoder.init_output_bias(torch.logit(mean))  # the mean channels; a scale's log starts at the layer's own
+        mean = total.float().div_(max(n, 1)).div_(255)  # (C, H, W)
+        if self.config.pca_path:  # the decoder's own output is a correction to PCA's: it starts from 0
+            self._fit_pca(torch.stack(kept) if kept else torch.zeros(0, *total.shape), mean)
+        else:
+            self.decoder.init_output_bias(torch.logit(mean.clamp_(1e-3, 1 - 1e-3)))  # a scale's log stays as it is
+
+    def _fit_pca(self, images: torch.Tensor, mean: torch.Tensor) -> None:
+        """The PCA path's components from uint8 images (N, C, H, W) and the training mean (C, H, W) in [0, 1]:
+        a randomized SVD (Halko et al. 2011; 6 power iterations, a fixed seed: the same fit every time)."""
+        k = self.config.latent_dim
+        if len(images) < k:
+            raise AekitError(f"pca_path with a {k}-number code needs at least {k} training images (got {len(images)})")
+        x = images.flatten(1).float().div_(255).sub_(mean.flatten())  # (N, D), centred
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            _, s, v = torch.svd_lowrank(x, q=min(k + 16, *x.shape), niter=6)
+        self.pca_mean.copy_(mean.flatten())
+        self.pca_components.copy_(v[:, :k].T)  # (D, q) -> (k, D)
+        self.pca_scale.copy_((s[:k] / math.sqrt(max(len(x) - 1, 1))).clamp_min(1e-6))
+
+    def _pca_code(self, dist, x: torch.Tensor):
+        """The code: the whitened PCA code of ``x`` (B, C, H, W) plus the learned correction."""
+        pca = (x.flatten(1) - self.pca_mean) @ self.pca_components.T / self.pca_scale  # (B, D) -> (B, k)
+        if isinstance(dist, DiagonalGaussian):
+            return DiagonalGaussian(pca + dist.mean, dist.logvar)
+        return PointPosterior(pca + dist.mean)
+
+    def _pca_image(self, z: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """The decoder's logits: PCA's reconstruction of ``z`` (..., k) plus the learned correction ``out``."""
+        c = self.config.channels
+        pixels = (z * self.pca_scale) @ self.pca_components + self.pca_mean  # (..., k) -> (..., D)
+        logits = torch.logit(pixels.clamp(PCA_EPS, 1 - PCA_EPS)).view(*z.shape[:-1], *self.config.image_shape)
+        mean = logits + out[..., :c, :, :]
+        return mean if out.shape[-3] == c else torch.cat([mean, out[..., c:, :, :]], dim=-3)
 
     def mean(self, outputs: torch.Tensor) -> torch.Tensor:
         """The decoder's mean image in [0, 1]: the sigmoid of its first C output channels (the mean's logits;
@@ -101,13 +153,16 @@ class Autoencoder(nn.Module):
             pad_h, pad_w = -x.shape[-2] % f, -x.shape[-1] % f
             mode = "reflect" if pad_h < x.shape[-2] and pad_w < x.shape[-1] else "replicate"
             x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
-        return self.head(self.encoder(x))
+        dist = self.head(self.encoder(x))
+        return self._pca_code(dist, x) if self.config.pca_path else dist
 
     def decode(self, z: torch.Tensor, size: tuple[int, int] | torch.Size | None = None) -> torch.Tensor:
         """(B, D) or (B, C', h, w) -> (B, C, H, W) logits, cropped to ``size`` (H, W) when given (a spatial
         latent decodes the padded size); :meth:`mean` maps them to [0, 1]."""
         scale = self.config.code_scale
         out = self.decoder(z if scale == 1.0 else z * scale)
+        if self.config.pca_path:
+            out = self._pca_image(z, out)
         if size is not None and tuple(out.shape[-2:]) != tuple(size):
             out = out[..., : size[0], : size[1]]
         return out
@@ -247,3 +302,17 @@ def _to_unit_float(x: torch.Tensor) -> torch.Tensor:
     if x.numel() and not (torch.isfinite(x).all() and x.min() >= 0 and x.max() <= 1):
         raise AekitError("float images must be finite and in [0, 1] (uint8 images may be 0..255)")
     return x
+
+
+def _last_layer(net: nn.Module) -> nn.Module:
+    """The last layer with weights that ``net`` builds (its output layer, for the decoders here)."""
+    return [m for m in net.modules() if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d))][-1]
+
+
+def _zero_mean_rows(layer: nn.Module, outputs: int) -> None:
+    """Zero the weights and biases of a layer's first 1 / ``outputs`` of output units: a decoder's mean channels
+    (every decoder here orders its outputs mean channels first), or all of a code head's."""
+    dim = 1 if isinstance(layer, nn.ConvTranspose2d) else 0
+    n = layer.weight.shape[dim] // outputs
+    layer.weight.narrow(dim, 0, n).zero_()
+    layer.bias[:n].zero_()

@@ -55,7 +55,7 @@ class Spec:
 
 
 RUNS = (
-    Spec("photo-ae-f4c4", ("--downsample", "4", "--latent-channels", "4"), 200,
+    Spec("photo-ae-f4c4", ("--downsample", "4", "--latent-channels", "4"), 120,
          "all 24 Kodak images at full size, >= 2 dB above block-PCA with 4 coefficients per 4x4 block"),
 )
 

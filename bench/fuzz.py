@@ -1,7 +1,7 @@
 """Fuzz the loaders a stranger's file reaches: IDX parser, image folder, array file, checkpoint, run config,
-``.npy`` headers, and text files given binary names.
+``.npy`` headers, text files given binary names, and ``.aek`` compressed images.
 
-    python bench/fuzz.py                 # 2,000 mutated inputs per target (16,000 in all)
+    python bench/fuzz.py                 # 2,000 mutated inputs per target (18,000 in all)
     python bench/fuzz.py --per-target 500
 
 Each input is a valid seed file with random mutations (bit flips, overwritten bytes, truncation, inserted
@@ -24,6 +24,7 @@ import struct
 import sys
 import tempfile
 import time
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -299,6 +300,68 @@ def target_text(work: Path) -> tuple[bytes, Callable[[bytes], None]]:
     return TEXTS[0], run
 
 
+def _seed_codec_run(work: Path) -> Path:
+    import numpy as np
+    import torch
+
+    import aekit
+
+    seed_run = work / "seed-codec-run"
+    if not seed_run.exists():
+        blocks = np.random.default_rng(0).integers(0, 256, (24, 3, 3, 3)).repeat(8, 2).repeat(8, 3)
+        images = torch.from_numpy(blocks.astype(np.uint8))
+        splits = aekit.Splits(aekit.ImageSet(images[:20], None, "t"), aekit.ImageSet(images[20:], None, "v"))
+        aekit.train("ae", out=seed_run, epochs=1, arch="resnet", hidden=(8, 16), latent_channels=4, latent="entropy",
+                    likelihood="gaussian", lmbda=0.01, splits=splits, progress=False, log=None)
+    return seed_run
+
+
+def target_aek(work: Path) -> tuple[bytes, Callable[[bytes], None]]:
+    """An .aek file decoded by the model that wrote it (a small memory budget: a huge declared image is refused)."""
+    import os
+
+    import torch
+
+    import aekit
+    from aekit import codec
+
+    model = aekit.load(_seed_codec_run(work)).model
+    image = torch.randint(0, 256, (3, 21, 30), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+
+    def run(data: bytes) -> None:
+        before = os.environ.get("AEKIT_MEMORY_BUDGET")
+        os.environ["AEKIT_MEMORY_BUDGET"] = "64M"
+        try:
+            codec.decompress(model, data)
+        finally:
+            if before is None:
+                os.environ.pop("AEKIT_MEMORY_BUDGET")
+            else:
+                os.environ["AEKIT_MEMORY_BUDGET"] = before
+
+    return codec.compress(model, image), run
+
+
+def mutate_aek(data: bytes, rng: random.Random) -> bytes:
+    """Byte mutations, then (mostly) a header made consistent again (length, checksum), so that the damage
+    reaches the range decoder; or one header field set to an extreme."""
+    from aekit import codec
+
+    out = mutate(data, rng)
+    size = codec.HEADER.size
+    if len(out) < size or rng.random() < 0.2:
+        return out
+    fields = list(codec.HEADER.unpack_from(out))
+    payload = out[size:][: 4 * ((len(out) - size) // 4)]
+    if rng.random() < 0.5:  # one field at an extreme: 3 channels, 4 height, 5 width, 6 words
+        i = rng.choice((3, 4, 5, 6))
+        fields[i] = rng.choice((0, 1, 2, 255, 2**16, 2**16 + 1, 2**32 - 1)) if i != 3 else rng.choice((0, 1, 2, 3, 255))
+    else:
+        fields[6] = len(payload) // 4
+    fields[7] = zlib.crc32(payload)
+    return codec.HEADER.pack(*fields) + payload
+
+
 TARGETS = {
     "idx": target_idx,
     "idx_gz": target_idx_gz,
@@ -308,9 +371,10 @@ TARGETS = {
     "config": target_config,
     "npy_header": target_npy_header,
     "text": target_text,
+    "aek": target_aek,
 }
 # Targets mutated by structure rather than by bytes (the byte mutations of mutate() still reach them in tests).
-MUTATORS = {"config": mutate_config, "npy_header": mutate_npy_header, "text": mutate_text}
+MUTATORS = {"aek": mutate_aek, "config": mutate_config, "npy_header": mutate_npy_header, "text": mutate_text}
 
 
 def fuzz(name: str, n: int, seed: int = 0, log=print) -> dict:

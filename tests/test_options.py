@@ -109,8 +109,11 @@ def test_config_fields_flags_keywords_and_estimator_parameters_agree():
 def test_each_keyword_sets_its_own_field_and_no_other_field_is_a_keyword():
     for opt in options():
         value = _sample(opt)
-        # some values need a family (importance_samples a VAE, sigmoid codes no VAE) or a backbone (blocks a resnet)
-        for family, extra in itertools.product(FAMILIES, ({}, {"arch": "resnet"}, {"arch": "resnet", "patch": 1})):
+        # some values need a family (importance_samples a VAE, sigmoid codes no VAE), a backbone (blocks a resnet)
+        # or a likelihood and a spatial code (lmbda, the entropy latent)
+        extras = ({}, {"arch": "resnet"}, {"arch": "resnet", "patch": 1},
+                  {"arch": "resnet", "latent_channels": 4, "likelihood": "gaussian"})
+        for family, extra in itertools.product(FAMILIES, extras):
             try:
                 config = preset(family, **{**extra, opt.name: value})
             except aekit.AekitError as err:

@@ -192,6 +192,7 @@ def save_weights(run_dir: Path, model: Autoencoder, epoch: int, *, dtype: torch.
     """The user-facing weights, ``model.safetensors``; optionally in half precision (see :meth:`Run.save`)."""
     if dtype is not None and dtype not in HALF_DTYPES:
         raise AekitError(f"weights can be stored as float16 or bfloat16, not {dtype}")
+    model.update_tables()  # a quantized code's integer tables, frozen from its density as it is now
     state = {
         k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu().contiguous()
         for k, v in model.state_dict().items()

@@ -71,6 +71,15 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=SEED, default=0, help="seed of the noise (default 0)")
     d.add_argument("-o", "--output", required=True, help="a folder (clean|noisy|denoised PNGs + grid.png) or a .npy file")
 
+    cp = verbs.add_parser("compress", help="compress images to .aek files (a run trained with --latent entropy)")
+    _run_and_input(cp)
+    cp.add_argument("-o", "--output", required=True, help="image.aek (one image) or a folder (one .aek per image)")
+
+    dp = verbs.add_parser("decompress", help="decode .aek files to PNGs with the run that wrote them")
+    dp.add_argument("run", metavar="RUN", help="a run folder")
+    dp.add_argument("input", metavar="INPUT", help="an .aek file or a folder of them")
+    dp.add_argument("-o", "--output", required=True, help="image.png (one file) or a folder")
+
     s = verbs.add_parser("sample", help="generate new images")
     s.add_argument("run", metavar="RUN", help="a run folder")
     s.add_argument("-n", type=bounded("-n", int, "[1, inf)"), default=64,
@@ -293,6 +302,10 @@ def _main(argv: Sequence[str] | None) -> int:
             noise = args.noise_std if args.noise_std is not None else (run.config.objective.noise_std or 0.5)
             _print_result(tasks.denoise(run, args.input, args.output, noise_std=noise, seed=args.seed,
                                         limit=args.limit, data_dir=args.data_dir))
+        elif args.verb == "compress":
+            _print_result(tasks.compress(run, args.input, args.output, limit=args.limit, data_dir=args.data_dir))
+        elif args.verb == "decompress":
+            _print_result(tasks.decompress(run, args.input, args.output))
         elif args.verb == "sample":
             _print_result(tasks.sample(run, args.output, n=args.n, seed=args.seed, size=args.size))
         elif args.verb == "export":

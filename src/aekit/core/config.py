@@ -70,8 +70,9 @@ class ModelConfig:
         + "; ".join(f"{arch}: {','.join(map(str, widths))}" for arch, widths in DEFAULT_HIDDEN.items()) + ")",
         bounds="[1, 65536]", metavar="W1,W2",
     )
-    latent: str = option("point", "the code: point (deterministic) or gaussian (a diagonal-Gaussian q(z|x): a VAE)",
-                         choices=("point", "gaussian"))
+    latent: str = option("point", "the code: point (deterministic), gaussian (a diagonal-Gaussian q(z|x): a VAE) or "
+                         "entropy (a spatial code rounded to integers, whose rate under a learned density the loss "
+                         "pays: a compressor, Balle et al. 2017)", choices=("point", "gaussian", "entropy"))
     code_activation: str = option("none", "sigmoid: codes in (0, 1), as kl sparsity needs", choices=("none", "sigmoid"))
     activation: str = option("relu", "hidden-layer nonlinearity", choices=("relu", "leaky_relu", "elu", "gelu", "tanh"))
     code_scale: float = option(
@@ -107,6 +108,9 @@ class ModelConfig:
         if self.pca_path and (self.spatial or self.code_activation != "none"):
             raise AekitError("pca_path needs a vector code without a sigmoid (--latent-dim, not --latent-channels "
                              "or the sae preset's sigmoid codes)")
+        if self.latent == "entropy" and (not self.spatial or self.code_activation != "none"):
+            raise AekitError("an entropy latent needs a spatial code (--latent-channels C, --arch resnet) without a "
+                             "sigmoid")
         if self.latent == "gaussian" and self.code_activation != "none":
             raise AekitError("a gaussian latent cannot have a sigmoid code activation")
         _positive("channels", self.channels)
@@ -181,6 +185,10 @@ class ObjectiveConfig:
     # Below 1e-3 the loss's gradient scale 1 / std^2 overflows float32 in the hand-written MLP step.
     gaussian_std: float = option(0.1, "std of the gaussian likelihood", bounds="[0.001, 1000]")
     beta: float = option(1.0, "weight of a VAE's KL term (Higgins et al. 2017)", bounds="[0, 1000]")
+    lmbda: float | None = option(
+        None, "rate-distortion trade-off: the loss per pixel is lambda x 255^2 x MSE + bits (CompressAI's convention; "
+        "with the entropy latent); replaces --gaussian-std", bounds="(0, 1000]", metavar="LAMBDA",
+    )
     importance_samples: int = option(
         1, "train a VAE on the importance-weighted (IWAE) bound with K samples per image (Burda et al. 2015); "
         "1 is the ELBO: more are tighter and give better likelihoods, at about K times the decoder's cost",
@@ -209,6 +217,8 @@ class ObjectiveConfig:
     def __post_init__(self) -> None:
         check_types(self)
         _check_options(self)
+        if self.lmbda is not None and self.likelihood != "gaussian":
+            raise AekitError(f"lmbda weighs a mean squared error: it needs --likelihood gaussian (got {self.likelihood})")
         if self.free_bits > 0 and self.importance_samples > 1:
             raise AekitError("free_bits shapes the ELBO's KL term; the importance-weighted bound (importance_samples "
                              f"{self.importance_samples}) has none: pass one or the other")

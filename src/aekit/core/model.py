@@ -19,6 +19,7 @@ from torch import nn
 from ..data.imageset import to_unit
 from ..errors import AekitError
 from .config import ModelConfig
+from .entropy import EntropyHead
 from .latent import DiagonalGaussian, GaussianHead, PointHead, PointPosterior
 from .nets import build_backbones
 from .objectives import corrupt
@@ -50,8 +51,10 @@ class Autoencoder(nn.Module):
         self.config = config
         self.encoder, self.decoder, feature_dim = build_backbones(config)
         units = config.latent_channels if config.spatial else config.latent_dim
-        if config.latent == "gaussian":
-            self.head: nn.Module = GaussianHead(feature_dim, units, spatial=config.spatial)
+        if config.latent == "entropy":
+            self.head: nn.Module = EntropyHead(feature_dim, units)
+        elif config.latent == "gaussian":
+            self.head = GaussianHead(feature_dim, units, spatial=config.spatial)
         else:
             self.head = PointHead(feature_dim, units, config.code_activation, spatial=config.spatial)
         # A Gaussian fitted to the training codes: how a deterministic AE "samples". A spatial latent's is
@@ -96,6 +99,11 @@ class Autoencoder(nn.Module):
             self._fit_pca(torch.stack(kept) if kept else torch.zeros(0, *total.shape), mean)
         else:
             self.decoder.init_output_bias(torch.logit(mean.clamp_(1e-3, 1 - 1e-3)))  # a scale's log stays as it is
+
+    def update_tables(self) -> None:
+        """Freeze an entropy latent's density into the integer tables a file is coded with (else nothing)."""
+        if self.config.latent == "entropy":
+            self.head.density.update_tables()
 
     def _fit_pca(self, images: torch.Tensor, mean: torch.Tensor) -> None:
         """The PCA path's components from uint8 images (N, C, H, W) and the training mean (C, H, W) in [0, 1]:

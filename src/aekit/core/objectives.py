@@ -19,11 +19,12 @@ TERMS = ("loss", "recon", "kl", "sparsity")  # the loss and its terms, in this o
 
 
 def draw_noise(
-    x: torch.Tensor, config: ObjectiveConfig, latent_shape: int | tuple[int, ...], variational: bool,
+    x: torch.Tensor, config: ObjectiveConfig, latent_shape: int | tuple[int, ...], latent: str | bool,
     generator: torch.Generator | None,
 ) -> dict[str, torch.Tensor]:
     """All the randomness of one training step, drawn eagerly from ``generator``. ``latent_shape``: one image's
-    code, ``D`` or ``(C, h, w)`` (``model.latent_shape(H, W)``).
+    code, ``D`` or ``(C, h, w)`` (``model.latent_shape(H, W)``); ``latent``: the code's kind (``model.config.latent``;
+    True or False: gaussian or point).
 
     Keeping it out of the loss lets ``torch.compile`` trace the loss as one graph, and
     makes a step's randomness a function of the generator state alone (exact resume).
@@ -39,8 +40,11 @@ def draw_noise(
         noise["mask"] = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=x.device)
     if config.salt_pepper > 0:
         noise["salt_pepper"] = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-    if variational:
-        code = (latent_shape,) if isinstance(latent_shape, int) else tuple(latent_shape)
+    kind = ("gaussian" if latent else "point") if isinstance(latent, bool) else latent
+    code = (latent_shape,) if isinstance(latent_shape, int) else tuple(latent_shape)
+    if kind == "entropy":  # rounding's stand-in in training: U(-1/2, 1/2) (Balle et al. 2017, Sec. 2.2)
+        noise["uniform"] = torch.rand((x.shape[0], *code), generator=generator, dtype=x.dtype, device=x.device) - 0.5
+    if kind == "gaussian":
         k = config.importance_samples  # (K, B, *code) for the IWAE bound; (B, *code) for the ELBO
         shape = (x.shape[0], *code) if k == 1 else (k, x.shape[0], *code)
         noise["eps"] = torch.randn(shape, generator=generator, dtype=x.dtype, device=x.device)
@@ -84,6 +88,9 @@ def reconstruction_nll(logits: torch.Tensor, target: torch.Tensor, objective: Ob
     Broadcasting lets the importance-sampled evaluation score (K, B, C, H, W) decodings against
     (B, C, H, W) images without copying the images K times.
     """
+    if objective.lmbda is not None:  # lambda 255^2 MSE per pixel, in nats per image: (lambda 255^2 ln 2 / C) x SSE
+        weight = objective.lmbda * 255**2 * math.log(2) / target.shape[-3]
+        return weight * (torch.sigmoid(logits[..., : target.shape[-3], :, :]) - target).pow(2).sum((-3, -2, -1))
     return LIKELIHOODS[objective.likelihood].nll(logits, target, objective.gaussian_std).sum((-3, -2, -1))
 
 
@@ -149,7 +156,7 @@ def loss_terms(
     Returns ``{"loss", "recon", "kl", "sparsity"}`` scalars. With ``importance_samples`` K > 1 the
     loss is minus the IWAE bound (not recon + beta * kl); recon averages the K samples' NLLs.
     """
-    noise = draw_noise(x, config, model.latent_shape(x), model.is_variational, generator)
+    noise = draw_noise(x, config, model.latent_shape(x), model.config.latent, generator)
     return loss_with_noise(model, x, noise, config)
 
 
@@ -165,6 +172,8 @@ def loss_with_noise(
         x, noise, noise_std=config.noise_std, mask_prob=config.mask_prob, salt_pepper=config.salt_pepper
     )
     posterior = model.encode(inputs)
+    if "uniform" in noise:  # a quantized code in training: y + u instead of round(y)
+        posterior = posterior.with_noise(noise["uniform"])
     kl_cost = beta_kl(posterior, noise, config)  # what the KL costs in the loss: beta, warm-up and free bits
     # Reparameterisation: z = mu + sigma * eps; Kingma & Welling 2013, Sec. 2.4
     z = posterior.mean + posterior.std * noise["eps"] if "eps" in noise else posterior.mode()

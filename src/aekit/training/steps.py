@@ -64,10 +64,10 @@ class TrainStep:
         self.compiled = use_compile
 
     def draw_noise(self, x: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        objective, latent_dim, variational = self.config.objective, self.model.latent_shape(x), self.model.is_variational
+        objective, latent_dim, latent = self.config.objective, self.model.latent_shape(x), self.model.config.latent
         if self.world.size == 1:
-            return draw_noise(x, objective, latent_dim, variational, generator)
-        whole = draw_noise(torch.empty(self.world.global_shape(x)), objective, latent_dim, variational, generator)
+            return draw_noise(x, objective, latent_dim, latent, generator)
+        whole = draw_noise(torch.empty(self.world.global_shape(x)), objective, latent_dim, latent, generator)
         return {name: self.world.rows(value) for name, value in whole.items()}
 
     def augment(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

@@ -1,0 +1,165 @@
+"""The learned image codec: ``.aek`` files written and read with a model whose code is quantized.
+
+A model trained with ``latent="entropy"`` (a spatial code rounded to integers, its rate paid in training; see
+:mod:`aekit.core.entropy`) compresses an image to its integer code map, range-coded by ``constriction`` with each
+channel's integer frequency table. The tables are part of the saved weights, so the encoder and the decoder use
+the same integers: a file decodes to the same code map in any process, with any thread count.
+
+The file (all integers little-endian)::
+
+    magic       3 bytes  b"AEK"
+    version     1 byte   FORMAT_VERSION
+    model       8 bytes  the first 8 bytes of the SHA-256 of the model's weights and tables (model_id)
+    channels    1 byte   image channels (1 or 3)
+    height      4 bytes  the image's size in pixels
+    width       4 bytes
+    words       4 bytes  32-bit words of coded data that follow
+    checksum    4 bytes  CRC-32 of those words
+    data        4 x words bytes: one range-coded stream: each channel's symbols in order (the integer minus the
+                table's offset; one past the table: an escape), then every escaped integer (a uniform 16-bit value)
+
+Its size on disk is the rate: bits per pixel = 8 x file size / (height x width).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+import zlib
+
+import numpy as np
+import torch
+
+from .core.model import Autoencoder
+from .data.machine import check_memory
+from .errors import AekitError
+
+MAGIC = b"AEK"
+FORMAT_VERSION = 1
+HEADER = struct.Struct("<3sB8sBIIII")  # magic, version, model id, channels, height, width, words, checksum
+ESCAPE_RANGE = 1 << 16  # an escaped integer is coded uniformly over [-2^15, 2^15)
+MAX_SIDE = 1 << 16  # pixels per side a file may declare
+DECODE_COPIES = 24  # float32 copies of the image the decoder may hold at its peak (the widest stage's activations)
+
+
+def model_id(model: Autoencoder) -> bytes:
+    """8 bytes naming the exact model: a file coded with one model is refused by another."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.digest()[:8]
+
+
+def check_codec(model: Autoencoder) -> None:
+    if model.config.latent != "entropy":
+        raise AekitError(f"this run's code is {model.config.latent!r}, not quantized: compress needs a model "
+                         "trained with --latent entropy (a learned compressor)")
+
+
+def _models(model: Autoencoder):
+    """Each channel's categorical model (from the integer frequencies: exact, the same everywhere)."""
+    import constriction
+
+    density = model.head.density
+    lengths, tables = density.table_length.tolist(), density.table.numpy()
+    return [constriction.stream.model.Categorical(tables[c, : n + 1].astype(np.float64), perfect=False)
+            for c, n in enumerate(lengths)]
+
+
+@torch.inference_mode()
+def compress(model: Autoencoder, image: torch.Tensor, *, decoded: bool = False) -> bytes | tuple[bytes, torch.Tensor]:
+    """A uint8 image (C, H, W) -> the bytes of an ``.aek`` file (and, with ``decoded``, the uint8 image the file
+    decodes to, from the same integer code)."""
+    import constriction
+
+    check_codec(model)
+    c, h, w = image.shape
+    if c != model.config.channels or not (1 <= h <= MAX_SIDE and 1 <= w <= MAX_SIDE):
+        raise AekitError(f"the image is {c}x{h}x{w}; this model compresses {model.config.channels}-channel images "
+                         f"of at most {MAX_SIDE} pixels a side")
+    model.eval()
+    code = model.encode(model.prepare(image[None])).mode()[0].to(torch.int64)  # (C', h', w') integers
+    density = model.head.density
+    symbols = code.flatten(1) - density.table_offset.long()[:, None]  # (C', h' w')
+    lengths = density.table_length.long()[:, None]
+    escaped = (symbols < 0) | (symbols >= lengths)
+    values = code.flatten(1)[escaped]
+    if len(values) and values.abs().max() >= ESCAPE_RANGE // 2:
+        raise AekitError("the image's code holds values beyond what the format stores (|n| >= 32768): the model "
+                         "is not a working compressor")
+    symbols = torch.where(escaped, lengths, symbols).to(torch.int32).numpy()
+    encoder = constriction.stream.queue.RangeEncoder()
+    for channel, categorical in enumerate(_models(model)):
+        encoder.encode(np.ascontiguousarray(symbols[channel]), categorical)
+    if len(values):
+        encoder.encode((values + ESCAPE_RANGE // 2).to(torch.int32).numpy(),
+                       constriction.stream.model.Uniform(ESCAPE_RANGE))
+    words = encoder.get_compressed().astype("<u4").tobytes()
+    header = HEADER.pack(MAGIC, FORMAT_VERSION, model_id(model), c, h, w, len(words) // 4, zlib.crc32(words))
+    if not decoded:
+        return header + words
+    return header + words, _decode_code(model, code.float()[None], (h, w))
+
+
+def read_header(data: bytes) -> dict:
+    """The header's fields, after checking what can be checked without the model (one-line errors)."""
+    if len(data) < HEADER.size:
+        raise AekitError(f"not an .aek file: {len(data)} bytes, shorter than the {HEADER.size}-byte header")
+    magic, version, ident, c, h, w, words, checksum = HEADER.unpack_from(data)
+    if magic != MAGIC:
+        raise AekitError("not an .aek file (no AEK signature)")
+    if version != FORMAT_VERSION:
+        raise AekitError(f".aek format version {version} is not supported (this aekit reads {FORMAT_VERSION})")
+    if c not in (1, 3) or not (1 <= h <= MAX_SIDE and 1 <= w <= MAX_SIDE):
+        raise AekitError(f"the file declares a {c}-channel {w}x{h} image, which no .aek file holds")
+    if len(data) != HEADER.size + 4 * words:
+        raise AekitError(f"the file is {len(data)} bytes but declares {HEADER.size + 4 * words}: truncated or "
+                         "corrupted")
+    if zlib.crc32(data[HEADER.size:]) != checksum:
+        raise AekitError("the file is corrupted (its checksum does not match)")
+    return {"model_id": ident, "channels": c, "height": h, "width": w, "words": words}
+
+
+@torch.inference_mode()
+def decompress(model: Autoencoder, data: bytes) -> torch.Tensor:
+    """The bytes of an ``.aek`` file -> the uint8 image (C, H, W)."""
+    import constriction
+
+    check_codec(model)
+    head = read_header(data)
+    if head["model_id"] != model_id(model):
+        raise AekitError("the file was written by another model (its model id differs): decompress it with the run "
+                         "that compressed it")
+    c, h, w = head["channels"], head["height"], head["width"]
+    if c != model.config.channels:
+        raise AekitError(f"the file holds a {c}-channel image; this model decodes {model.config.channels}")
+    check_memory(f"decoding a {w}x{h} image", DECODE_COPIES * 4 * c * h * w)
+    channels, lh, lw = model.latent_shape((h, w))
+    density = model.head.density
+    words = np.frombuffer(data, dtype="<u4", offset=HEADER.size).astype(np.uint32)
+    decoder = constriction.stream.queue.RangeDecoder(words)
+    try:
+        symbols = np.stack([decoder.decode(categorical, lh * lw) for categorical in _models(model)])  # (C', h' w')
+        code = torch.from_numpy(symbols.astype(np.int64)) + density.table_offset.long()[:, None]
+        escaped = torch.from_numpy(symbols) == density.table_length[:, None]
+        if escaped.any():
+            raw = decoder.decode(constriction.stream.model.Uniform(ESCAPE_RANGE), int(escaped.sum()))
+            code[escaped] = torch.from_numpy(raw.astype(np.int64)) - ESCAPE_RANGE // 2
+    except (ValueError, RuntimeError, AssertionError) as error:  # a stream the coder cannot decode
+        raise AekitError(f"the file's coded data cannot be decoded ({error})") from None
+    return _decode_code(model, code.reshape(1, channels, lh, lw).float(), (h, w))
+
+
+def _decode_code(model: Autoencoder, z: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """An integer code map (1, C', h', w') as floats -> the uint8 image (C, H, W)."""
+    return model.mean(model.decode(z, size=size))[0].mul(255).round_().clamp_(0, 255).to(torch.uint8)
+
+
+def bits_per_pixel(data: bytes) -> float:
+    """The rate of an ``.aek`` file: 8 x its bytes / its pixels."""
+    head = read_header(data)
+    return 8 * len(data) / (head["height"] * head["width"])
+
+
+__all__ = ["FORMAT_VERSION", "bits_per_pixel", "check_codec", "compress", "decompress", "model_id", "read_header"]

@@ -1,0 +1,197 @@
+"""The learned codec: the entropy latent (noise in training, rounding at test, a learned density per channel),
+its integer tables, ``.aek`` files that decode bit-exactly in another process, and hostile files."""
+
+from __future__ import annotations
+
+import dataclasses
+import struct
+import subprocess
+import sys
+import zlib
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+import aekit
+from aekit import codec
+from aekit.cli import main
+from aekit.core.config import preset
+from aekit.core.entropy import FactorizedDensity, integer_frequencies
+from aekit.core.model import Autoencoder
+from aekit.core.objectives import loss_with_noise
+from aekit.errors import AekitError
+
+QUIET = {"progress": False, "log": None}
+
+
+def smooth_photos(n: int, size: int, seed: int = 0) -> np.ndarray:
+    """uint8 (n, 3, size, size) images of 8x8 blocks with a gradient: structure a tiny model can learn."""
+    rng = np.random.default_rng(seed)
+    blocks = rng.integers(40, 215, (n, 3, -(-size // 8), -(-size // 8))).repeat(8, 2).repeat(8, 3)[..., :size, :size]
+    ramp = np.linspace(-30, 30, size)[None, None, None, :]
+    return np.clip(blocks + ramp, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    path = tmp_path_factory.mktemp("codec") / "photos.npy"
+    np.save(path, smooth_photos(48, 32))
+    return path
+
+
+def train_codec(out, photos, lmbda=0.01, epochs=20):
+    return aekit.train("ae", out=out, arch="resnet", hidden=(8, 16), latent_channels=4, latent="entropy",
+                       likelihood="gaussian", lmbda=lmbda, data=str(photos), batch_size=8, epochs=epochs, lr=1e-2,
+                       **QUIET)
+
+
+@pytest.fixture(scope="module")
+def run(photos, tmp_path_factory):
+    return train_codec(tmp_path_factory.mktemp("run") / "codec", photos)
+
+
+def test_the_density_is_a_distribution_over_the_integers():
+    density = FactorizedDensity(3)
+    with torch.no_grad():
+        density.biases[0].add_(torch.tensor([0.0, 2.0, -3.0])[:, None, None])  # three different densities
+    grid = torch.arange(-2000, 2001, dtype=torch.float32)[None, None, :, None].expand(1, 3, -1, 1)
+    mass = density.log_likelihood(grid).exp().sum(2).flatten()  # (3,)
+    torch.testing.assert_close(mass, torch.ones(3), atol=1e-4, rtol=0)
+    density.update_tables()
+    assert torch.equal(density.table.sum(1), torch.full((3,), 1 << 16, dtype=torch.int64))
+    for c in range(3):  # the table follows the density: its most frequent integer is the most probable one
+        n, offset = int(density.table_length[c]), int(density.table_offset[c])
+        probable = int(grid[0, c, density.log_likelihood(grid)[0, c, :, 0].argmax(), 0])
+        assert int(density.table[c, :n].argmax()) + offset == probable
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(0, 1), min_size=1, max_size=300))
+def test_integer_frequencies_are_positive_and_sum_to_two_to_the_sixteen(pmf):
+    freq = integer_frequencies(torch.tensor(pmf, dtype=torch.float64))
+    assert int(freq.sum()) == 1 << 16 and int(freq.min()) >= 1 and len(freq) == len(pmf)
+
+
+def test_training_trades_rate_for_distortion(photos, tmp_path, run):
+    """A larger lambda buys a sharper image with more bits; the test loss is measured on rounded codes."""
+    cheap = train_codec(tmp_path / "cheap", photos, lmbda=0.0005)
+    image = torch.from_numpy(smooth_photos(1, 32, seed=7)[0])
+    rates, quality = [], []
+    for r in (cheap, run):
+        data, decoded = codec.compress(r.model, image, decoded=True)
+        rates.append(codec.bits_per_pixel(data))
+        quality.append(float(-(decoded.float() - image.float()).pow(2).mean()))
+    assert rates[0] < rates[1] and quality[0] < quality[1]
+    assert run.history[-1]["test_loss"] < run.history[0]["test_loss"]
+
+
+def test_lmbda_is_the_compressai_loss():
+    """lambda 255^2 MSE + bits per pixel, times pixels x ln 2: the recon term is lambda 255^2 ln2 SSE / C."""
+    cfg = preset("ae", arch="resnet", hidden=(8, 16), latent_channels=4, latent="entropy", likelihood="gaussian",
+                 lmbda=0.01)
+    cfg.model = dataclasses.replace(cfg.model, channels=3, height=16, width=16)
+    model = Autoencoder(cfg.model).eval()
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    terms = loss_with_noise(model, x, {}, cfg.objective)  # no uniform noise: the rounded code, as reconstruct
+    mse = (model.reconstruct(x) - x).pow(2).mean((1, 2, 3))
+    expected = 0.01 * 255**2 * mse * 16 * 16 * np.log(2)
+    torch.testing.assert_close(terms["recon"], expected.mean(), rtol=1e-4, atol=1e-3)
+    with pytest.raises(AekitError, match="needs --likelihood gaussian"):
+        preset("ae", latent="entropy", latent_channels=4, arch="resnet", likelihood="bernoulli", lmbda=0.01)
+    with pytest.raises(AekitError, match="spatial code"):
+        preset("ae", latent="entropy", latent_dim=8)
+
+
+def test_compress_and_decompress_on_the_cli(run, tmp_path, capsys):
+    photo = smooth_photos(1, 40, seed=3)[0]
+    Image.fromarray(photo[:, 3:, :].transpose(1, 2, 0)).save(tmp_path / "odd.png")  # 37 x 40: not a multiple of f
+    assert main(["compress", str(run.path), str(tmp_path / "odd.png"), "-o", str(tmp_path / "odd.aek")]) == 0
+    summary = dict(line.split(maxsplit=1) for line in capsys.readouterr().out.splitlines())
+    data = (tmp_path / "odd.aek").read_bytes()
+    assert int(summary["bytes"]) == len(data)
+    assert float(summary["bits_per_pixel"]) == pytest.approx(8 * len(data) / (37 * 40), rel=1e-3)
+    assert main(["decompress", str(run.path), str(tmp_path / "odd.aek"), "-o", str(tmp_path / "back.png")]) == 0
+    back = np.asarray(Image.open(tmp_path / "back.png"))
+    _, decoded = codec.compress(aekit.load(run.path).model, torch.from_numpy(photo[:, 3:, :].copy()), decoded=True)
+    assert back.shape == (37, 40, 3) and np.array_equal(back, decoded.permute(1, 2, 0).numpy())
+    psnr = 10 * np.log10(255**2 / np.mean((back.astype(float) - photo[:, 3:, :].transpose(1, 2, 0)) ** 2))
+    assert float(summary["psnr_db"]) == pytest.approx(psnr, rel=1e-3)
+
+
+DECODE = """
+import sys, torch, numpy as np
+torch.set_num_threads(int(sys.argv[3]))
+import aekit
+from aekit import codec
+model = aekit.load(sys.argv[1]).model
+np.save(sys.argv[2] + ".npy", codec.decompress(model, open(sys.argv[2], "rb").read()).numpy())
+"""
+ENCODE = """
+import sys, torch, numpy as np
+torch.set_num_threads(int(sys.argv[3]))
+import aekit
+from aekit import codec
+model = aekit.load(sys.argv[1]).model
+data, decoded = codec.compress(model, torch.from_numpy(np.load(sys.argv[2] + ".src.npy")), decoded=True)
+open(sys.argv[2], "wb").write(data)
+np.save(sys.argv[2] + ".promised.npy", decoded.numpy())
+"""
+
+
+def test_a_file_decodes_bit_exactly_in_other_processes_with_other_thread_counts(run, tmp_path):
+    image = smooth_photos(1, 96, seed=11)[0]
+    path = tmp_path / "x.aek"
+    np.save(str(path) + ".src.npy", image)
+    subprocess.run([sys.executable, "-c", ENCODE, str(run.path), str(path), "2"], check=True)
+    promised = np.load(str(path) + ".promised.npy")
+    for threads in ("1", "2"):
+        subprocess.run([sys.executable, "-c", DECODE, str(run.path), str(path), threads], check=True)
+        assert np.array_equal(np.load(str(path) + ".npy"), promised)
+    assert np.array_equal(codec.decompress(aekit.load(run.path).model, path.read_bytes()).numpy(), promised)
+
+
+def _with_header(data: bytes, **fields) -> bytes:
+    """``data`` with header fields replaced, the checksum recomputed (so only the field is wrong)."""
+    names = ("magic", "version", "model_id", "channels", "height", "width", "words", "checksum")
+    values = dict(zip(names, codec.HEADER.unpack_from(data)))
+    values.update(fields)
+    payload = data[codec.HEADER.size:]
+    values["checksum"] = zlib.crc32(payload)
+    return codec.HEADER.pack(*values.values()) + payload
+
+
+@pytest.mark.parametrize("name, damage, message", [
+    ("truncated", lambda d: d[: len(d) - 5], "truncated"),
+    ("header only", lambda d: d[:10], "shorter than"),
+    ("flipped bit", lambda d: d[:-3] + bytes([d[-3] ^ 4]) + d[-2:], "checksum"),
+    ("not aek", lambda d: b"PNG" + d[3:], "signature"),
+    ("future version", lambda d: _with_header(d, version=9), "version 9"),
+    ("huge image", lambda d: _with_header(d, height=60000, width=60000), "decoding a 60000x60000 image"),
+    ("zero size", lambda d: _with_header(d, height=0), "declares"),
+    ("other model", lambda d: _with_header(d, model_id=b"12345678"), "another model"),
+    ("grey", lambda d: _with_header(d, channels=1), "1-channel"),
+])
+def test_hostile_files_are_one_line_and_exit_2_and_never_overwrite(run, tmp_path, capsys, name, damage, message):
+    image = torch.from_numpy(smooth_photos(1, 32, seed=5)[0])
+    bad = tmp_path / "bad.aek"
+    bad.write_bytes(damage(codec.compress(run.model, image)))
+    out = tmp_path / "out.png"
+    out.write_bytes(b"kept")
+    assert main(["decompress", str(run.path), str(bad), "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err and err.startswith("aekit: error:")
+    assert out.read_bytes() == b"kept"
+
+
+def test_a_model_without_a_quantized_code_refuses_in_one_line(tmp_path, photos, capsys):
+    plain = aekit.train("ae", out=tmp_path / "plain", arch="resnet", hidden=(8, 16), latent_channels=4,
+                        likelihood="gaussian", data=str(photos), epochs=1, batch_size=8, **QUIET)
+    assert main(["compress", str(plain.path), str(photos), "-o", str(tmp_path / "c")]) == 2
+    assert "--latent entropy" in capsys.readouterr().err
+    header = struct.pack("<3sB", b"AEK", 1)
+    with pytest.raises(AekitError, match="shorter than"):
+        codec.read_header(header)

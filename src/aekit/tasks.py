@@ -268,7 +268,8 @@ def compress(run: Run, spec: str, out: str | Path, *, limit: int | None = None,
             break
         if single and i > 0:
             raise AekitError(f"{spec} holds more than one image: give -o a folder, not {out.name}")
-        check_memory(f"compressing a {image.shape[-1]}x{image.shape[-2]} image", codec.DECODE_COPIES * 4 * image.numel())
+        check_memory(f"compressing a {image.shape[-1]}x{image.shape[-2]} image",
+                     codec.DECODE_COPIES * 4 * image.numel())
         data, decoded = codec.compress(model, image[0], decoded=True)
         stem = Path(name).with_suffix("").as_posix().replace("/", "_")
         stem = stem if stem not in names else f"{stem}-{i}"

@@ -92,11 +92,8 @@ class ModelConfig:
         0, "the resnet's factor f (a power of 2, at least --patch): stages = log2(f / patch) + 1, widths by default "
         + ",".join(map(str, RESNET_WIDTHS)) + " cut to that many; 0: from --hidden", bounds="[0, 256]", metavar="F",
     )
-    pca_path: bool = option(
-        False, "a vector code with a frozen PCA path beside the network: the code is the training images' whitened "
-        "PCA code plus a learned correction, the reconstruction PCA's plus a learned correction (both corrections "
-        "start at 0), so the model starts as good as PCA with as many numbers and training improves on it",
-    )
+    pca_path: bool = option(False, "a frozen PCA beside the network (vector codes): code and reconstruction are "
+                            "PCA's plus learned corrections that start at 0, so training starts as good as PCA")
 
     def __post_init__(self) -> None:
         check_types(self)
@@ -105,14 +102,7 @@ class ModelConfig:
         self.hidden = tuple(self.hidden) or DEFAULT_HIDDEN.get(self.arch, ())
         _check_options(self)
         _check_spatial(self)
-        if self.pca_path and (self.spatial or self.code_activation != "none"):
-            raise AekitError("pca_path needs a vector code without a sigmoid (--latent-dim, not --latent-channels "
-                             "or the sae preset's sigmoid codes)")
-        if self.latent == "entropy" and (not self.spatial or self.code_activation != "none"):
-            raise AekitError("an entropy latent needs a spatial code (--latent-channels C, --arch resnet) without a "
-                             "sigmoid")
-        if self.latent == "gaussian" and self.code_activation != "none":
-            raise AekitError("a gaussian latent cannot have a sigmoid code activation")
+        _check_latent(self)
         _positive("channels", self.channels)
         if not 1 <= self.outputs <= 16:
             raise AekitError(f"outputs must be between 1 and 16 (got {self.outputs})")
@@ -158,6 +148,17 @@ class ModelConfig:
         return math.prod(self.latent_shape())
 
 
+def _check_latent(m: ModelConfig) -> None:
+    sigmoid = m.code_activation != "none"
+    if m.pca_path and (m.spatial or sigmoid):
+        raise AekitError("pca_path needs a vector code without a sigmoid (--latent-dim, not --latent-channels or the "
+                         "sae preset's sigmoid codes)")
+    if m.latent == "entropy" and (not m.spatial or sigmoid):
+        raise AekitError("an entropy latent needs a spatial code (--latent-channels C, --arch resnet), no sigmoid")
+    if m.latent == "gaussian" and sigmoid:
+        raise AekitError("a gaussian latent cannot have a sigmoid code activation")
+
+
 def _check_spatial(m: ModelConfig) -> None:
     """The backbone options that only the resnet takes, and whether they agree."""
     if m.arch != "resnet":
@@ -185,10 +186,9 @@ class ObjectiveConfig:
     # Below 1e-3 the loss's gradient scale 1 / std^2 overflows float32 in the hand-written MLP step.
     gaussian_std: float = option(0.1, "std of the gaussian likelihood", bounds="[0.001, 1000]")
     beta: float = option(1.0, "weight of a VAE's KL term (Higgins et al. 2017)", bounds="[0, 1000]")
-    lmbda: float | None = option(
-        None, "rate-distortion trade-off: the loss per pixel is lambda x 255^2 x MSE + bits (CompressAI's convention; "
-        "with the entropy latent); replaces --gaussian-std", bounds="(0, 1000]", metavar="LAMBDA",
-    )
+    lmbda: float | None = option(None, "rate-distortion trade-off: the loss per pixel is lambda x 255^2 x MSE + bits "
+                                 "(CompressAI's; for --latent entropy), instead of --gaussian-std", bounds="(0, 1000]",
+                                 metavar="LAMBDA")
     importance_samples: int = option(
         1, "train a VAE on the importance-weighted (IWAE) bound with K samples per image (Burda et al. 2015); "
         "1 is the ELBO: more are tighter and give better likelihoods, at about K times the decoder's cost",
@@ -218,7 +218,7 @@ class ObjectiveConfig:
         check_types(self)
         _check_options(self)
         if self.lmbda is not None and self.likelihood != "gaussian":
-            raise AekitError(f"lmbda weighs a mean squared error: it needs --likelihood gaussian (got {self.likelihood})")
+            raise AekitError(f"lmbda weighs a squared error: it needs --likelihood gaussian (got {self.likelihood})")
         if self.free_bits > 0 and self.importance_samples > 1:
             raise AekitError("free_bits shapes the ELBO's KL term; the importance-weighted bound (importance_samples "
                              f"{self.importance_samples}) has none: pass one or the other")
@@ -335,10 +335,7 @@ class RunConfig:
     def __post_init__(self) -> None:
         check_choice("family", self.family, FAMILIES)
         if self.objective.sparsity == "kl" and self.model.code_activation != "sigmoid":
-            raise AekitError(
-                "--sparsity kl needs codes in (0, 1): use --model sae (sigmoid codes) "
-                "or --sparsity l1"
-            )
+            raise AekitError("--sparsity kl needs codes in (0, 1): use --model sae (sigmoid codes) or --sparsity l1")
         if self.objective.importance_samples > 1 and self.model.latent != "gaussian":
             raise AekitError("--importance-samples needs a variational latent: use --model vae")
         params = LIKELIHOODS[self.objective.likelihood].params
@@ -356,12 +353,8 @@ class RunConfig:
         known = {"family", "model", "objective", "data", "train"}
         no_unknown_keys("config", raw, known)
         parts = {}
-        for name, part_cls in (
-            ("model", ModelConfig),
-            ("objective", ObjectiveConfig),
-            ("data", DataConfig),
-            ("train", TrainConfig),
-        ):
+        for name, part_cls in (("model", ModelConfig), ("objective", ObjectiveConfig), ("data", DataConfig),
+                               ("train", TrainConfig)):
             parts[name] = from_dict(part_cls, raw.get(name, {}), where=f"config.{name}")
         family = raw.get("family", "ae")
         if not isinstance(family, str):

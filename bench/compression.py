@@ -1,0 +1,282 @@
+"""Compression (issue 20): aekit's learned codec against JPEG, WebP, AVIF and block-PCA on the 24 Kodak images,
+every curve measured in the same run from real files.
+
+    python bench/compression.py                  # train what has no committed weights (resumable), evaluate, write
+    python bench/compression.py --train-only     # train (or resume) and keep the weights; no evaluation
+    python bench/compression.py --evaluate-only  # re-check every number from the committed weights
+    python bench/compression.py --only q1        # the runs whose name ends with this
+
+Data (``../shared/data/``, read from there, never committed): training on random 128x128 crops (with flips) of the
+280 BSDS500 training photos of ``bench/photos.py`` (seed-0 split; its 20 others give the test loss during
+training); the 24 Kodak PNGs are the test set and are used for nothing else (no model is chosen by them).
+
+Each aekit point: every Kodak image compressed to an ``.aek`` file in memory (``aekit.codec.compress``), its bits
+per pixel = 8 x the file's bytes / pixels (header included), the file decoded (``decompress``: checked equal to
+what the encoder promised) and compared with the original (RGB PSNR, MS-SSIM), each averaged over the images as
+CompressAI reports Kodak. The baselines come from ``bench/codec_baselines.py`` in the same run. Writes
+``bench/results/compression.json``, ``docs/images/compression-rd.png`` and the results section of
+``docs/compression.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+import codec_baselines  # noqa: E402  (bench/ is not a package)
+import faces  # noqa: E402
+import photos  # noqa: E402
+
+WEIGHTS = HERE / "weights" / "compression"
+SCRATCH = HERE / "results" / "tmp" / "compression"
+RESULTS_JSON = HERE / "results" / "compression.json"
+FIGURE = REPO / "docs" / "images" / "compression-rd.png"
+DOC = REPO / "docs" / "compression.md"
+SECTION = "## Kodak: rate-distortion against JPEG, WebP, AVIF and block-PCA"
+LARGE = (1024, 1536)  # point 5: a photo larger than the training crops (two Kodak images side by side, upscaled)
+# CompressAI's released bmshj2018-factorized on Kodak (its results/kodak/compressai-bmshj2018-factorized.json):
+# an anchor from other training (Vimeo-90k, about a million steps on a GPU), not a claim about the same setting.
+PUBLISHED = {"name": "CompressAI bmshj2018-factorized (published)",
+             "points": [{"bpp": 0.123, "psnr_db": 26.91}, {"bpp": 0.189, "psnr_db": 28.22},
+                        {"bpp": 0.288, "psnr_db": 29.62}]}
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    name: str
+    lmbda: float
+    epochs: int
+    channels: int = 128
+    downsample: int = 16
+
+    def command(self, data: str, out: str) -> list[str]:
+        return ["aekit", "train", "--model", "ae", "--arch", "resnet", "--latent", "entropy", "--latent-channels",
+                str(self.channels), "--downsample", str(self.downsample), "--lmbda", str(self.lmbda),
+                "--likelihood", "gaussian", "--crop", "128", "--flip", "--data", data, "--epochs", str(self.epochs),
+                "--batch-size", "8", "--lr", "3e-4", "--lr-schedule", "cosine", "--seed", "0", "--out", out]
+
+
+# CompressAI's lambdas of its quality levels 1-4 (MSE): one model each.
+RUNS = tuple(Spec(f"codec-f16c128-q{q}", lmbda, 400) for q, lmbda in enumerate((0.0018, 0.0035, 0.0067, 0.013), 1))
+
+
+def evaluate_run(spec: Spec, images: list) -> dict:
+    """Compress every image to a real file, decode it, measure it; time both directions."""
+    import aekit
+    from aekit import codec
+
+    run = aekit.load(WEIGHTS / spec.name)
+    measured, encode_s, decode_s = [], 0.0, 0.0
+    for image in images:
+        t0 = time.perf_counter()
+        data, promised = codec.compress(run.model, image, decoded=True)
+        t1 = time.perf_counter()
+        decoded = codec.decompress(run.model, data)
+        decode_s += time.perf_counter() - t1
+        encode_s += t1 - t0
+        assert bool((decoded == promised).all()), "a file decoded to other pixels than the encoder promised"
+        measured.append(codec_baselines.measure(image, decoded, 8 * len(data)))
+    megapixels = sum(x.shape[-1] * x.shape[-2] for x in images) / 1e6
+    curve = [json.loads(line) for line in (WEIGHTS / spec.name / "metrics.jsonl").read_text().splitlines()]
+    return {**codec_baselines.mean_point(measured, run=spec.name, lmbda=spec.lmbda),
+            "encode_megapixels_per_second": megapixels / encode_s, "decode_megapixels_per_second": megapixels / decode_s,
+            "epochs": len(curve), "steps": curve[-1]["step"] if curve else 0,
+            "train_seconds": round(sum(r["epoch_seconds"] for r in curve), 1),
+            "parameters": sum(p.numel() for p in run.model.parameters()),
+            "command": " ".join(spec.command("BSDS500.npz", f"runs/{spec.name}")),
+            "weights": f"bench/weights/compression/{spec.name}"}
+
+
+def large_photo(spec: Spec, images: list) -> dict:
+    """Point 5: compress and decompress a photo larger than any training crop; peak memory of this process."""
+    import torch
+    import torch.nn.functional as F
+
+    import aekit
+    from aekit import codec
+
+    pair = torch.cat([images[0], images[1]], dim=-1)[..., :512, :]  # (3, 512, 1536): two images side by side
+    big = F.interpolate(pair[None].float(), size=LARGE, mode="bicubic", align_corners=False)[0]
+    big = big.round().clamp(0, 255).to(torch.uint8)
+    run = aekit.load(WEIGHTS / spec.name)
+    t0 = time.perf_counter()
+    data = codec.compress(run.model, big)
+    decoded = codec.decompress(run.model, data)
+    return {"size": f"{LARGE[1]}x{LARGE[0]}", "run": spec.name, "seconds": time.perf_counter() - t0,
+            **codec_baselines.measure(big, decoded, 8 * len(data)),
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def compare(result: dict) -> dict:
+    """BD-rates of aekit against each baseline, and whether it beats JPEG at every rate up to 0.5 bpp."""
+    import numpy as np
+
+    from aekit.errors import AekitError
+    from aekit.metrics.rd import bd_rate, interpolate_psnr_at
+
+    ours = result["aekit"]
+    rates, psnr = [p["bpp"] for p in ours], [p["psnr_db"] for p in ours]
+    out = {}
+    for name, entry in result["baselines"].items():
+        pts = entry["points"]
+        try:
+            out[f"bd_rate_vs_{name}_percent"] = bd_rate([p["bpp"] for p in pts], [p["psnr_db"] for p in pts],
+                                                        rates, psnr)
+        except AekitError as error:  # no overlap: said, not hidden
+            out[f"bd_rate_vs_{name}_percent"] = None
+            out[f"bd_rate_vs_{name}_note"] = str(error)
+    jpeg = result["baselines"]["jpeg"]["points"]
+    grid = np.geomspace(max(min(rates), min(p["bpp"] for p in jpeg)), 0.5, 25) if min(rates) < 0.5 else []
+    margins = []
+    for rate in grid:
+        a = interpolate_psnr_at(rates, psnr, float(rate))
+        b = interpolate_psnr_at([p["bpp"] for p in jpeg], [p["psnr_db"] for p in jpeg], float(rate))
+        if a is not None and b is not None:
+            margins.append(a - b)
+    out["beats_jpeg_up_to_half_bpp"] = bool(margins) and min(margins) > 0
+    out["worst_margin_over_jpeg_db"] = min(margins) if margins else None
+    return out
+
+
+def figure(result: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
+    curves = [(f"aekit ({RUNS[0].channels} ch, f={RUNS[0].downsample})", result["aekit"], "o-", 2.5)]
+    curves += [(name, entry["points"], ".-", 1.2) for name, entry in result["baselines"].items()]
+    for ax, key, label in ((axes[0], "psnr_db", "PSNR (dB, RGB)"), (axes[1], "ms_ssim", "MS-SSIM")):
+        for name, pts, style, width in curves:
+            pts = sorted(pts, key=lambda p: p["bpp"])
+            ax.plot([p["bpp"] for p in pts], [p[key] for p in pts], style, lw=width, label=name)
+        if key == "psnr_db":
+            ax.plot([p["bpp"] for p in PUBLISHED["points"]], [p["psnr_db"] for p in PUBLISHED["points"]], "k--x",
+                    label=PUBLISHED["name"])
+        ax.set_xlim(0, 1.6)
+        ax.set_xlabel("bits per pixel (real file sizes)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylim(20, 40)
+    axes[1].set_ylim(0.7, 1.0)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"Kodak, {result['kodak_images']} images ({result['date']}, {result['machine']})")
+    fig.tight_layout()
+    FIGURE.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(FIGURE, dpi=110)
+    plt.close(fig)
+
+
+def markdown(result: dict) -> str:
+    lines = [SECTION, "",
+             f"{result['kodak_images']} Kodak images, each point the mean over the images of real file sizes, RGB PSNR and MS-SSIM "
+             f"({result['date']}, {result['machine']}; every curve from this one run). "
+             "`python bench/compression.py --evaluate-only` re-checks it from `bench/weights/compression/`.", "",
+             "| codec | setting | bpp | PSNR dB | MS-SSIM |", "|---|---|---:|---:|---:|"]
+    for p in result["aekit"]:
+        lines.append(f"| aekit | {p['run']} (lambda {p['lmbda']}) | {p['bpp']:.3f} | {p['psnr_db']:.2f} | "
+                     f"{p['ms_ssim']:.4f} |")
+    for name, entry in result["baselines"].items():
+        for p in entry["points"]:
+            setting = f"quality {p['quality']}" if "quality" in p else f"step {p['step']}"
+            lines.append(f"| {name} | {setting} | {p['bpp']:.3f} | {p['psnr_db']:.2f} | {p['ms_ssim']:.4f} |")
+    c = result["comparison"]
+    bd = ", ".join(f"{k[len('bd_rate_vs_'):-len('_percent')]} {v:+.1f}%" for k, v in c.items()
+                   if k.startswith("bd_rate_vs_") and k.endswith("_percent") and v is not None)
+    lines += ["", f"BD-rate of aekit (PSNR, PCHIP, over each overlapping range; negative = fewer bits): {bd}.",
+              f"Beats JPEG at every rate up to 0.5 bpp: {'yes' if c['beats_jpeg_up_to_half_bpp'] else 'no'} "
+              f"(worst margin {c['worst_margin_over_jpeg_db']:+.2f} dB)." if c["worst_margin_over_jpeg_db"] is not None
+              else "Beats JPEG up to 0.5 bpp: no aekit point at or under 0.5 bpp.",
+              f"Published anchor, other training: {PUBLISHED['name']}: "
+              + ", ".join(f"{p['bpp']} bpp -> {p['psnr_db']} dB" for p in PUBLISHED["points"]) + ".", "",
+              "![rate-distortion on Kodak](images/compression-rd.png)", ""]
+    for p in result["aekit"]:
+        lines.append(f"- {p['run']}: `{p['command']}`; {p['epochs']} epochs ({p['steps']:,} steps), "
+                     f"{p['train_seconds'] / 3600:.1f} h; encode {p['encode_megapixels_per_second']:.2f} MP/s, "
+                     f"decode {p['decode_megapixels_per_second']:.2f} MP/s (2 cores).")
+    if "large" in result:
+        g = result["large"]
+        lines.append(f"- A {g['size']} photo (two Kodak images side by side, upscaled): {g['bpp']:.3f} bpp, "
+                     f"{g['psnr_db']:.2f} dB, compressed and decoded in {g['seconds']:.1f} s; peak resident memory "
+                     f"of the whole benchmark process {g['peak_rss_mib']:.0f} MiB.")
+    if result.get("not_trained"):
+        lines.append(f"- Not trained yet (no committed weights): {', '.join(result['not_trained'])}.")
+    return "\n".join(lines) + "\n"
+
+
+def write_section(text: str) -> None:
+    doc = DOC.read_text()
+    start = doc.find(SECTION)
+    if start < 0:
+        doc = doc.rstrip("\n") + "\n\n" + text
+    else:
+        end = doc.find("\n## ", start + len(SECTION))
+        doc = doc[:start] + text + ("" if end < 0 else doc[end + 1:])
+    DOC.write_text(doc)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data"))
+    parser.add_argument("--evaluate-only", action="store_true")
+    parser.add_argument("--train-only", action="store_true")
+    parser.add_argument("--only", default=None, help="the runs whose name ends with this (e.g. q1)")
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    sys.path.insert(0, str(REPO / "src"))
+    import numpy as np
+    import torch
+
+    from aekit.cpu import tune_cpu
+
+    tune_cpu()
+    log = lambda message: print(message, flush=True)  # noqa: E731
+    data_dir = Path(args.data_dir)
+    data = photos.photo_cache(data_dir)
+    specs = [s for s in RUNS if args.only is None or s.name.endswith(args.only)]
+    if not args.evaluate_only:
+        for spec in specs:
+            if not (WEIGHTS / spec.name / "model.safetensors").exists():
+                faces.train(spec, data, log, scratch=SCRATCH, weights=WEIGHTS)
+        if args.train_only:
+            return
+    trained = [s for s in specs if (WEIGHTS / s.name / "model.safetensors").exists()]
+    images = codec_baselines.kodak(data_dir)
+    result = {"date": time.strftime("%Y-%m-%d"), "machine": f"{os.cpu_count()} cores, {platform.processor() or 'cpu'}",
+              "torch": torch.__version__, **codec_baselines.versions(), "kodak_images": len(images),
+              "not_trained": [s.name for s in specs if s not in trained], "aekit": [], "baselines": {}}
+    for spec in trained:
+        result["aekit"].append(evaluate_run(spec, images))
+        p = result["aekit"][-1]
+        log(f"{spec.name}: {p['bpp']:.3f} bpp, {p['psnr_db']:.2f} dB, MS-SSIM {p['ms_ssim']:.4f}")
+    for name in ("jpeg", "webp", "avif"):
+        result["baselines"][name] = {"points": codec_baselines.pillow_curve(images, name)}
+        log(f"{name}: done")
+    train = list(torch.from_numpy(np.load(data)["x_train"]))
+    result["baselines"]["block_pca"] = {"points": codec_baselines.block_pca_curve(train, images)}
+    if not result["aekit"]:
+        log("no trained model yet: baselines only")
+        print(json.dumps(result["baselines"], indent=1)[:2000])
+        return
+    result["comparison"] = compare(result)
+    result["large"] = large_photo(trained[-1], images)
+    print(markdown(result))
+    if not args.no_write:
+        RESULTS_JSON.write_text(json.dumps(result, indent=2) + "\n")
+        figure(result)
+        write_section(markdown(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,7 +1,7 @@
 """Fuzz the loaders a stranger's file reaches: IDX parser, image folder, array file, checkpoint, run config,
 ``.npy`` headers, text files given binary names, and ``.aek`` compressed images.
 
-    python bench/fuzz.py                 # 2,000 mutated inputs per target (18,000 in all)
+    python bench/fuzz.py                 # 2,000 mutated inputs per target (20,000 in all)
     python bench/fuzz.py --per-target 500
 
 Each input is a valid seed file with random mutations (bit flips, overwritten bytes, truncation, inserted
@@ -300,23 +300,23 @@ def target_text(work: Path) -> tuple[bytes, Callable[[bytes], None]]:
     return TEXTS[0], run
 
 
-def _seed_codec_run(work: Path) -> Path:
+def _seed_codec_run(work: Path, latent: str = "entropy") -> Path:
     import numpy as np
     import torch
 
     import aekit
 
-    seed_run = work / "seed-codec-run"
+    seed_run = work / f"seed-codec-run-{latent}"
     if not seed_run.exists():
         blocks = np.random.default_rng(0).integers(0, 256, (24, 3, 3, 3)).repeat(8, 2).repeat(8, 3)
         images = torch.from_numpy(blocks.astype(np.uint8))
         splits = aekit.Splits(aekit.ImageSet(images[:20], None, "t"), aekit.ImageSet(images[20:], None, "v"))
-        aekit.train("ae", out=seed_run, epochs=1, arch="resnet", hidden=(8, 16), latent_channels=4, latent="entropy",
+        aekit.train("ae", out=seed_run, epochs=1, arch="resnet", hidden=(8, 16), latent_channels=4, latent=latent,
                     likelihood="gaussian", lmbda=0.01, splits=splits, progress=False, log=None)
     return seed_run
 
 
-def target_aek(work: Path) -> tuple[bytes, Callable[[bytes], None]]:
+def target_aek(work: Path, latent: str = "entropy") -> tuple[bytes, Callable[[bytes], None]]:
     """An .aek file decoded by the model that wrote it (a small memory budget: a huge declared image is refused)."""
     import os
 
@@ -325,7 +325,7 @@ def target_aek(work: Path) -> tuple[bytes, Callable[[bytes], None]]:
     import aekit
     from aekit import codec
 
-    model = aekit.load(_seed_codec_run(work)).model
+    model = aekit.load(_seed_codec_run(work, latent)).model
     image = torch.randint(0, 256, (3, 21, 30), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
 
     def run(data: bytes) -> None:
@@ -340,6 +340,11 @@ def target_aek(work: Path) -> tuple[bytes, Callable[[bytes], None]]:
                 os.environ["AEKIT_MEMORY_BUDGET"] = before
 
     return codec.compress(model, image), run
+
+
+def target_aek_hyperprior(work: Path) -> tuple[bytes, Callable[[bytes], None]]:
+    """The same for a scale-hyperprior model's files (a side code, then y coded by the scales it gives)."""
+    return target_aek(work, "hyperprior")
 
 
 def mutate_aek(data: bytes, rng: random.Random) -> bytes:
@@ -372,9 +377,11 @@ TARGETS = {
     "npy_header": target_npy_header,
     "text": target_text,
     "aek": target_aek,
+    "aek_hyperprior": target_aek_hyperprior,
 }
 # Targets mutated by structure rather than by bytes (the byte mutations of mutate() still reach them in tests).
-MUTATORS = {"aek": mutate_aek, "config": mutate_config, "npy_header": mutate_npy_header, "text": mutate_text}
+MUTATORS = {"aek": mutate_aek, "aek_hyperprior": mutate_aek, "config": mutate_config, "npy_header": mutate_npy_header,
+            "text": mutate_text}
 
 
 def fuzz(name: str, n: int, seed: int = 0, log=print) -> dict:

@@ -20,7 +20,7 @@ import aekit
 from aekit import codec
 from aekit.cli import main
 from aekit.core.config import preset
-from aekit.core.entropy import FactorizedDensity, integer_frequencies
+from aekit.core.entropy import SCALE_MIN, SCALES, FactorizedDensity, integer_frequencies
 from aekit.core.model import Autoencoder
 from aekit.core.objectives import loss_with_noise
 from aekit.errors import AekitError
@@ -43,8 +43,8 @@ def photos(tmp_path_factory):
     return path
 
 
-def train_codec(out, photos, lmbda=0.01, epochs=20):
-    return aekit.train("ae", out=out, arch="resnet", hidden=(8, 16), latent_channels=4, latent="entropy",
+def train_codec(out, photos, lmbda=0.01, epochs=20, latent="entropy"):
+    return aekit.train("ae", out=out, arch="resnet", hidden=(8, 16), latent_channels=4, latent=latent,
                        likelihood="gaussian", lmbda=lmbda, data=str(photos), batch_size=8, epochs=epochs, lr=1e-2,
                        **QUIET)
 
@@ -52,6 +52,16 @@ def train_codec(out, photos, lmbda=0.01, epochs=20):
 @pytest.fixture(scope="module")
 def run(photos, tmp_path_factory):
     return train_codec(tmp_path_factory.mktemp("run") / "codec", photos)
+
+
+@pytest.fixture(scope="module")
+def hyper_run(photos, tmp_path_factory):
+    return train_codec(tmp_path_factory.mktemp("run") / "hyper", photos, latent="hyperprior")
+
+
+@pytest.fixture(params=["entropy", "hyperprior"])
+def any_run(request):
+    return request.getfixturevalue("run" if request.param == "entropy" else "hyper_run")
 
 
 def test_the_density_is_a_distribution_over_the_integers():
@@ -106,7 +116,8 @@ def test_lmbda_is_the_compressai_loss():
         preset("ae", latent="entropy", latent_dim=8)
 
 
-def test_compress_and_decompress_on_the_cli(run, tmp_path, capsys):
+def test_compress_and_decompress_on_the_cli(any_run, tmp_path, capsys):
+    run = any_run
     photo = smooth_photos(1, 40, seed=3)[0]
     Image.fromarray(photo[:, 3:, :].transpose(1, 2, 0)).save(tmp_path / "odd.png")  # 37 x 40: not a multiple of f
     assert main(["compress", str(run.path), str(tmp_path / "odd.png"), "-o", str(tmp_path / "odd.aek")]) == 0
@@ -142,7 +153,8 @@ np.save(sys.argv[2] + ".promised.npy", decoded.numpy())
 """
 
 
-def test_a_file_decodes_bit_exactly_in_other_processes_with_other_thread_counts(run, tmp_path):
+def test_a_file_decodes_bit_exactly_in_other_processes_with_other_thread_counts(any_run, tmp_path):
+    run = any_run
     image = smooth_photos(1, 96, seed=11)[0]
     path = tmp_path / "x.aek"
     np.save(str(path) + ".src.npy", image)
@@ -187,11 +199,28 @@ def test_hostile_files_are_one_line_and_exit_2_and_never_overwrite(run, tmp_path
     assert out.read_bytes() == b"kept"
 
 
+def test_the_hyperprior_codes_each_element_with_its_scale(hyper_run):
+    """The side code gives each element of y a scale; the integer synthesis picks the table the float one would
+    (all but elements on a threshold), and the rate it codes with is close to the rate trained on."""
+    model = hyper_run.model.eval()
+    image = torch.from_numpy(smooth_photos(1, 64, seed=9)[0])
+    with torch.no_grad():
+        posterior = model.encode(model.prepare(image[None]))
+        y, side, rate = posterior.mode(), posterior.side, float(posterior.kl()[0]) / np.log(2)
+        scales = model.head.log_scales(side, y.shape[-2:]).exp().clamp_min(SCALE_MIN)
+    expected = torch.searchsorted(SCALES.float(), scales.contiguous()).clamp_max(len(SCALES) - 1)
+    indexes = model.head.scale_indexes(side, y.shape[-2:])
+    assert (indexes == expected).float().mean() > 0.95 and indexes.unique().numel() > 1
+    data = codec.compress(model, image)
+    coded_bits = 8 * (len(data) - codec.HEADER.size)
+    assert abs(coded_bits - rate) < 0.15 * coded_bits + 64
+
+
 def test_a_model_without_a_quantized_code_refuses_in_one_line(tmp_path, photos, capsys):
     plain = aekit.train("ae", out=tmp_path / "plain", arch="resnet", hidden=(8, 16), latent_channels=4,
                         likelihood="gaussian", data=str(photos), epochs=1, batch_size=8, **QUIET)
     assert main(["compress", str(plain.path), str(photos), "-o", str(tmp_path / "c")]) == 2
-    assert "--latent entropy" in capsys.readouterr().err
+    assert "--latent entropy or hyperprior" in capsys.readouterr().err
     header = struct.pack("<3sB", b"AEK", 1)
     with pytest.raises(AekitError, match="shorter than"):
         codec.read_header(header)

@@ -30,6 +30,7 @@ import zlib
 import numpy as np
 import torch
 
+from .core.config import QUANTIZED
 from .core.model import Autoencoder
 from .data.machine import check_memory
 from .errors import AekitError
@@ -52,19 +53,74 @@ def model_id(model: Autoencoder) -> bytes:
 
 
 def check_codec(model: Autoencoder) -> None:
-    if model.config.latent != "entropy":
+    if model.config.latent not in QUANTIZED:
         raise AekitError(f"this run's code is {model.config.latent!r}, not quantized: compress needs a model "
-                         "trained with --latent entropy (a learned compressor)")
+                         "trained with --latent entropy or hyperprior (a learned compressor)")
 
 
-def _models(model: Autoencoder):
-    """Each channel's categorical model (from the integer frequencies: exact, the same everywhere)."""
+def _categorical(frequencies: np.ndarray):
+    """constriction's model of integer frequencies (as float64: exact, so the same fixed-point model everywhere)."""
     import constriction
 
-    density = model.head.density
-    lengths, tables = density.table_length.tolist(), density.table.numpy()
-    return [constriction.stream.model.Categorical(tables[c, : n + 1].astype(np.float64), perfect=False)
-            for c, n in enumerate(lengths)]
+    return constriction.stream.model.Categorical(frequencies.astype(np.float64), perfect=False)
+
+
+def _escape_model():
+    import constriction
+
+    return constriction.stream.model.Uniform(ESCAPE_RANGE)
+
+
+def _encode_groups(encoder, groups) -> None:
+    """Each group (integers (n,), first integer, table length, frequencies) coded with its table; integers outside
+    the table as its escape symbol, then all of them, after every group, uniformly in 16 bits."""
+    escaped_values = []
+    for values, first, length, frequencies in groups:
+        symbols = values - first
+        escaped = (symbols < 0) | (symbols >= length)
+        escaped_values.append(values[escaped])
+        encoder.encode(np.where(escaped, length, symbols).astype(np.int32), _categorical(frequencies))
+    values = np.concatenate(escaped_values) if escaped_values else np.zeros(0, np.int64)
+    if len(values) and np.abs(values).max() >= ESCAPE_RANGE // 2:
+        raise AekitError("the image's code holds values beyond what the format stores (|n| >= 32768): the model "
+                         "is not a working compressor")
+    if len(values):
+        encoder.encode((values + ESCAPE_RANGE // 2).astype(np.int32), _escape_model())
+
+
+def _decode_groups(decoder, groups) -> list[np.ndarray]:
+    """The inverse of :func:`_encode_groups`; ``groups``: (count, first integer, table length, frequencies)."""
+    symbols = [decoder.decode(_categorical(frequencies), count) for count, _, _, frequencies in groups]
+    escaped = [s == length for s, (_, _, length, _) in zip(symbols, groups)]
+    values = [s.astype(np.int64) + first for s, (_, first, _, _) in zip(symbols, groups)]
+    n = int(sum(e.sum() for e in escaped))
+    if n:
+        raw = decoder.decode(_escape_model(), n).astype(np.int64) - ESCAPE_RANGE // 2
+        at = 0
+        for v, e in zip(values, escaped):
+            v[e] = raw[at : at + int(e.sum())]
+            at += int(e.sum())
+    return values
+
+
+def _factorized_groups(density, code: torch.Tensor | None, positions: int) -> list[tuple]:
+    """One group per channel of a factorized density: (the channel's integers or their count, first, length,
+    frequencies)."""
+    first, length, tables = density.table_offset.tolist(), density.table_length.tolist(), density.table.numpy()
+    return [(code[c].flatten().numpy() if code is not None else positions, first[c], length[c],
+             tables[c, : length[c] + 1]) for c in range(len(first))]
+
+
+def _scale_groups(head, y: torch.Tensor | None, indexes: torch.Tensor) -> list[tuple]:
+    """One group per coded scale that occurs: y's integers of that scale, in raster order, zero-centred."""
+    lengths, tables = head.gaussian_length.tolist(), head.gaussian_table.numpy()
+    groups = []
+    for i in torch.unique(indexes).tolist():
+        mask = indexes == i
+        k = (lengths[i] - 1) // 2
+        groups.append((y[mask].numpy() if y is not None else int(mask.sum()), -k, lengths[i],
+                       tables[i, : lengths[i] + 1]))
+    return groups
 
 
 @torch.inference_mode()
@@ -79,22 +135,16 @@ def compress(model: Autoencoder, image: torch.Tensor, *, decoded: bool = False) 
         raise AekitError(f"the image is {c}x{h}x{w}; this model compresses {model.config.channels}-channel images "
                          f"of at most {MAX_SIDE} pixels a side")
     model.eval()
-    code = model.encode(model.prepare(image[None])).mode()[0].to(torch.int64)  # (C', h', w') integers
-    density = model.head.density
-    symbols = code.flatten(1) - density.table_offset.long()[:, None]  # (C', h' w')
-    lengths = density.table_length.long()[:, None]
-    escaped = (symbols < 0) | (symbols >= lengths)
-    values = code.flatten(1)[escaped]
-    if len(values) and values.abs().max() >= ESCAPE_RANGE // 2:
-        raise AekitError("the image's code holds values beyond what the format stores (|n| >= 32768): the model "
-                         "is not a working compressor")
-    symbols = torch.where(escaped, lengths, symbols).to(torch.int32).numpy()
+    posterior = model.encode(model.prepare(image[None]))
+    code = posterior.mode()[0].to(torch.int64)  # (C', h', w') integers
     encoder = constriction.stream.queue.RangeEncoder()
-    for channel, categorical in enumerate(_models(model)):
-        encoder.encode(np.ascontiguousarray(symbols[channel]), categorical)
-    if len(values):
-        encoder.encode((values + ESCAPE_RANGE // 2).to(torch.int32).numpy(),
-                       constriction.stream.model.Uniform(ESCAPE_RANGE))
+    if model.config.latent == "hyperprior":  # the side code first: the decoder needs it for y's scales
+        side = posterior.side[0].to(torch.int64)
+        _encode_groups(encoder, _factorized_groups(model.head.density, side, side[0].numel()))
+        indexes = model.head.scale_indexes(side[None], code.shape[-2:])[0]
+        _encode_groups(encoder, _scale_groups(model.head, code, indexes))
+    else:
+        _encode_groups(encoder, _factorized_groups(model.head.density, code, code[0].numel()))
     words = encoder.get_compressed().astype("<u4").tobytes()
     header = HEADER.pack(MAGIC, FORMAT_VERSION, model_id(model), c, h, w, len(words) // 4, zlib.crc32(words))
     if not decoded:
@@ -136,17 +186,22 @@ def decompress(model: Autoencoder, data: bytes) -> torch.Tensor:
         raise AekitError(f"the file holds a {c}-channel image; this model decodes {model.config.channels}")
     check_memory(f"decoding a {w}x{h} image", DECODE_COPIES * 4 * c * h * w)
     channels, lh, lw = model.latent_shape((h, w))
-    density = model.head.density
     words = np.frombuffer(data, dtype="<u4", offset=HEADER.size).astype(np.uint32)
     decoder = constriction.stream.queue.RangeDecoder(words)
     try:
-        symbols = np.stack([decoder.decode(categorical, lh * lw) for categorical in _models(model)])  # (C', h' w')
-        code = torch.from_numpy(symbols.astype(np.int64)) + density.table_offset.long()[:, None]
-        escaped = torch.from_numpy(symbols) == density.table_length[:, None]
-        if escaped.any():
-            raw = decoder.decode(constriction.stream.model.Uniform(ESCAPE_RANGE), int(escaped.sum()))
-            code[escaped] = torch.from_numpy(raw.astype(np.int64)) - ESCAPE_RANGE // 2
-    except (ValueError, RuntimeError, AssertionError) as error:  # a stream the coder cannot decode
+        if model.config.latent == "hyperprior":
+            sh, sw = -(-lh // 4), -(-lw // 4)
+            side = np.stack(_decode_groups(decoder, _factorized_groups(model.head.density, None, sh * sw)))
+            side = torch.from_numpy(side).reshape(1, channels, sh, sw)
+            indexes = model.head.scale_indexes(side, (lh, lw))[0]
+            code = torch.zeros(channels, lh, lw, dtype=torch.int64)
+            groups = _scale_groups(model.head, None, indexes)
+            for i, values in zip(torch.unique(indexes).tolist(), _decode_groups(decoder, groups)):
+                code[indexes == i] = torch.from_numpy(values)
+        else:
+            groups = _factorized_groups(model.head.density, None, lh * lw)
+            code = torch.from_numpy(np.stack(_decode_groups(decoder, groups)))
+    except (ValueError, RuntimeError, AssertionError, KeyError) as error:  # a stream the coder cannot decode
         raise AekitError(f"the file's coded data cannot be decoded ({error})") from None
     return _decode_code(model, code.reshape(1, channels, lh, lw).float(), (h, w))
 

@@ -43,6 +43,7 @@ FAMILIES = ("ae", "dae", "sae", "vae")
 ARCHS = ("mlp", "conv", "resnet")
 DEFAULT_HIDDEN = {"mlp": (512, 256), "conv": (32, 64, 128), "resnet": (48, 96, 192)}
 RESNET_WIDTHS = (48, 96, 192, 192, 256, 256, 256)  # stage widths by depth, for a --downsample f without --hidden
+QUANTIZED = ("entropy", "hyperprior")  # the latents of compressors: integer codes with a rate
 MAX_INPUT_VALUES = 4 * 1024 * 1024  # C*H*W a model takes: beyond this an MLP's first layer alone is many GB
 # What each family changes from the dataclass defaults: preset() applies it, help texts quote it.
 FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -70,9 +71,9 @@ class ModelConfig:
         + "; ".join(f"{arch}: {','.join(map(str, widths))}" for arch, widths in DEFAULT_HIDDEN.items()) + ")",
         bounds="[1, 65536]", metavar="W1,W2",
     )
-    latent: str = option("point", "the code: point (deterministic), gaussian (a diagonal-Gaussian q(z|x): a VAE) or "
-                         "entropy (a spatial code rounded to integers, whose rate under a learned density the loss "
-                         "pays: a compressor, Balle et al. 2017)", choices=("point", "gaussian", "entropy"))
+    latent: str = option("point", "the code: point (deterministic), gaussian (q(z|x) diagonal-Gaussian: a VAE); "
+                         "compressors' integer codes with a rate: entropy (a density per channel, Balle et al. 2017), "
+                         "hyperprior (a scale per element from a side code)", choices=("point", "gaussian", *QUANTIZED))
     code_activation: str = option("none", "sigmoid: codes in (0, 1), as kl sparsity needs", choices=("none", "sigmoid"))
     activation: str = option("relu", "hidden-layer nonlinearity", choices=("relu", "leaky_relu", "elu", "gelu", "tanh"))
     code_scale: float = option(
@@ -153,8 +154,8 @@ def _check_latent(m: ModelConfig) -> None:
     if m.pca_path and (m.spatial or sigmoid):
         raise AekitError("pca_path needs a vector code without a sigmoid (--latent-dim, not --latent-channels or the "
                          "sae preset's sigmoid codes)")
-    if m.latent == "entropy" and (not m.spatial or sigmoid):
-        raise AekitError("an entropy latent needs a spatial code (--latent-channels C, --arch resnet), no sigmoid")
+    if m.latent in QUANTIZED and (not m.spatial or sigmoid):
+        raise AekitError(f"a {m.latent} latent needs a spatial code (--latent-channels C, --arch resnet), no sigmoid")
     if m.latent == "gaussian" and sigmoid:
         raise AekitError("a gaussian latent cannot have a sigmoid code activation")
 

@@ -24,6 +24,12 @@ LIKELIHOOD_FLOOR = 1e-9  # a bin's probability is at least this in training (the
 TABLE_SYMBOLS = 1024  # integers per channel's table (plus an escape symbol); values outside go to the escape
 TABLE_TAIL = 1e-9  # the support is cut where the mass left outside on each side falls below this
 FREQUENCY_BITS = 16  # each table's frequencies sum to 2^16
+SCALES = torch.exp(torch.linspace(math.log(0.11), math.log(256), 64, dtype=torch.float64))  # the coded scales
+SCALE_MIN = 0.11  # a conditional scale is at least this (CompressAI's lower bound)
+GAUSSIAN_SYMBOLS = 4096  # integers per Gaussian table (its support +-6.1 sigma, cut to this)
+GAUSSIAN_BITS = 20  # the Gaussian tables' frequencies sum to 2^20
+FIXED_POINT = 8  # the integer hyper-synthesis carries activations x 2^8 ...
+WEIGHT_BITS = 12  # ... and weights x 2^12: exact in float64 (every partial sum an integer below 2^53)
 
 
 class EntropyHead(nn.Module):
@@ -36,6 +42,109 @@ class EntropyHead(nn.Module):
 
     def forward(self, h: torch.Tensor) -> QuantizedCode:
         return QuantizedCode(self.linear(h), self.density)
+
+    def update_tables(self) -> None:
+        self.density.update_tables()
+
+
+class HyperpriorHead(nn.Module):
+    """features -> a :class:`HyperCode`: the code y (C channels) and a side code z of ``side`` channels at a quarter
+    of y's resolution, whose decoding gives each element of y the scale of its zero-mean Gaussian (Ballé et al.
+    2018, the scale hyperprior). z has a factorized density; y, given z, a discretized Gaussian per element."""
+
+    def __init__(self, feature_dim: int, channels: int, side: int) -> None:
+        super().__init__()
+        self.linear = nn.Conv2d(feature_dim, channels, 1)
+        self.analysis = nn.Sequential(  # |y| (B, C, h, w) -> z (B, side, h/4, w/4)
+            nn.Conv2d(channels, side, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(side, side, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(side, side, 3, stride=2, padding=1))
+        self.synthesis = nn.ModuleList([  # z -> log scales (B, C, h, w): convs, ReLU, nearest x2 (integer-exact)
+            nn.Conv2d(side, side, 3, padding=1), nn.Conv2d(side, side, 3, padding=1), nn.Conv2d(side, channels, 3,
+                                                                                              padding=1)])
+        self.density = FactorizedDensity(side)
+        self.register_buffer("gaussian_table", torch.ones(len(SCALES), GAUSSIAN_SYMBOLS + 1, dtype=torch.int32))
+        self.register_buffer("gaussian_length", torch.ones(len(SCALES), dtype=torch.int32))  # 2 K + 1 integers
+
+    def forward(self, h: torch.Tensor) -> HyperCode:
+        return HyperCode(self.linear(h), self)
+
+    def side_input(self, y: torch.Tensor) -> torch.Tensor:
+        """|y| padded (replicated) to a multiple of 4, so that z has ceil(h/4) x ceil(w/4) positions."""
+        pad_h, pad_w = -y.shape[-2] % 4, -y.shape[-1] % 4
+        return F.pad(y.abs(), (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else y.abs()
+
+    def log_scales(self, z: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """z (B, side, h', w') -> log scales (B, C, 4h', 4w') cropped to ``size``, in float (training)."""
+        a, b, c = self.synthesis
+        x = F.interpolate(F.relu(a(z)), scale_factor=2.0, mode="nearest")
+        x = F.interpolate(F.relu(b(x)), scale_factor=2.0, mode="nearest")
+        return c(x)[..., : size[0], : size[1]]
+
+    @torch.no_grad()
+    def scale_indexes(self, z: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Integer z (B, side, h', w') -> the index into SCALES of each element of y (B, C, h, w), computed in exact
+        integer arithmetic (carried in float64), so that encoder and decoder agree on every machine (Ballé et al.
+        2019, Integer networks for data compression): index i is the first with SCALES[i] >= the scale."""
+        x = z.double() * 2**FIXED_POINT
+        for i, conv in enumerate(self.synthesis):
+            weight = torch.round(conv.weight.double() * 2**WEIGHT_BITS)
+            bias = torch.round(conv.bias.double() * 2 ** (WEIGHT_BITS + FIXED_POINT))
+            x = torch.floor((F.conv2d(x, weight, padding=1) + bias[:, None, None]) / 2**WEIGHT_BITS)
+            if i < 2:
+                x = F.interpolate(x.clamp_min(0), scale_factor=2.0, mode="nearest")
+        thresholds = torch.floor(torch.log(SCALES[:-1]) * 2**FIXED_POINT)  # (63,) integers
+        x = x[..., : size[0], : size[1]]
+        return (x[..., None] > thresholds).sum(-1)  # (B, C, h, w) in [0, 63]
+
+    @torch.no_grad()
+    def update_tables(self) -> None:
+        """The side code's factorized tables, and one integer table per coded scale: a zero-mean Gaussian of that
+        scale over the integers -K..K (K = its 1 - 1e-9 quantile, at most GAUSSIAN_SYMBOLS / 2), then an escape."""
+        self.density.update_tables()
+        for i, scale in enumerate(SCALES):
+            k = min(math.ceil(float(scale) * 6.1), GAUSSIAN_SYMBOLS // 2 - 1)
+            n = torch.arange(-k, k + 1, dtype=torch.float64)
+            pmf = torch.special.ndtr((n + 0.5) / scale) - torch.special.ndtr((n - 0.5) / scale)
+            escape = (1 - pmf.sum()).clamp_min(0).reshape(1)
+            self.gaussian_length[i] = len(n)
+            self.gaussian_table[i] = 0
+            self.gaussian_table[i, : len(n) + 1] = integer_frequencies(torch.cat([pmf, escape]), GAUSSIAN_BITS)
+
+
+class HyperCode:
+    """The code of a scale-hyperprior model: y rounded (or noisy in training) and its side code z, with their rate.
+    ``mode()`` is y (what the decoder reads); ``side`` is z; ``kl()`` the rate of both, in nats per image."""
+
+    def __init__(self, y: torch.Tensor, head: HyperpriorHead, noise: torch.Tensor | None = None,
+                 side_noise: torch.Tensor | None = None) -> None:
+        self.mean, self.head = y, head
+        self.z = y + noise if noise is not None else torch.round(y)
+        z = head.analysis(head.side_input(y))
+        self.side = z + side_noise if side_noise is not None else torch.round(z)
+
+    def with_noise(self, noise: torch.Tensor, side_noise: torch.Tensor | None = None) -> HyperCode:
+        return HyperCode(self.mean, self.head, noise, side_noise)
+
+    def mode(self) -> torch.Tensor:
+        return self.z
+
+    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        return self.z
+
+    def _log_likelihoods(self) -> tuple[torch.Tensor, torch.Tensor]:
+        scale = self.head.log_scales(self.side, self.z.shape[-2:]).exp().clamp_min(SCALE_MIN)
+        v = self.z.abs()  # symmetric: the lower tail, where the normal CDF is accurate (as CompressAI)
+        p = torch.special.ndtr((0.5 - v) / scale) - torch.special.ndtr((-0.5 - v) / scale)
+        return torch.log(p.clamp_min(LIKELIHOOD_FLOOR)), self.head.density.log_likelihood(self.side)
+
+    def kl(self) -> torch.Tensor:
+        """The rate of y given z plus the rate of z, in nats per image: (B,)."""
+        y, z = self._log_likelihoods()
+        return -(y.flatten(1).sum(1) + z.flatten(1).sum(1))
+
+    def kl_per_dim(self) -> torch.Tensor:
+        return -self._log_likelihoods()[0].flatten(2).sum(2)  # (B, C): y's channels (z's rate is shared)
 
 
 class QuantizedCode:
@@ -51,7 +160,7 @@ class QuantizedCode:
         self.density = density
         self.z = y + noise if noise is not None else torch.round(y)
 
-    def with_noise(self, noise: torch.Tensor) -> QuantizedCode:
+    def with_noise(self, noise: torch.Tensor, side_noise: torch.Tensor | None = None) -> QuantizedCode:
         """The training code y + u, u ~ U(-1/2, 1/2) drawn by the caller (``noise``: (B, C, h, w))."""
         return QuantizedCode(self.mean, self.density, noise)
 

@@ -18,8 +18,8 @@ from torch import nn
 
 from ..data.imageset import to_unit
 from ..errors import AekitError
-from .config import ModelConfig
-from .entropy import EntropyHead
+from .config import QUANTIZED, ModelConfig
+from .entropy import EntropyHead, HyperpriorHead
 from .latent import DiagonalGaussian, GaussianHead, PointHead, PointPosterior
 from .nets import build_backbones
 from .objectives import corrupt
@@ -53,6 +53,8 @@ class Autoencoder(nn.Module):
         units = config.latent_channels if config.spatial else config.latent_dim
         if config.latent == "entropy":
             self.head: nn.Module = EntropyHead(feature_dim, units)
+        elif config.latent == "hyperprior":
+            self.head = HyperpriorHead(feature_dim, units, units)
         elif config.latent == "gaussian":
             self.head = GaussianHead(feature_dim, units, spatial=config.spatial)
         else:
@@ -101,9 +103,9 @@ class Autoencoder(nn.Module):
             self.decoder.init_output_bias(torch.logit(mean.clamp_(1e-3, 1 - 1e-3)))  # a scale's log stays as it is
 
     def update_tables(self) -> None:
-        """Freeze an entropy latent's density into the integer tables a file is coded with (else nothing)."""
-        if self.config.latent == "entropy":
-            self.head.density.update_tables()
+        """Freeze a quantized latent's densities into the integer tables a file is coded with (else nothing)."""
+        if self.config.latent in QUANTIZED:
+            self.head.update_tables()
 
     def _fit_pca(self, images: torch.Tensor, mean: torch.Tensor) -> None:
         """The PCA path's components from uint8 images (N, C, H, W) and the training mean (C, H, W) in [0, 1]:

@@ -42,8 +42,11 @@ def draw_noise(
         noise["salt_pepper"] = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=x.device)
     kind = ("gaussian" if latent else "point") if isinstance(latent, bool) else latent
     code = (latent_shape,) if isinstance(latent_shape, int) else tuple(latent_shape)
-    if kind == "entropy":  # rounding's stand-in in training: U(-1/2, 1/2) (Balle et al. 2017, Sec. 2.2)
+    if kind in ("entropy", "hyperprior"):  # rounding's stand-in in training: U(-1/2, 1/2) (Balle et al. 2017)
         noise["uniform"] = torch.rand((x.shape[0], *code), generator=generator, dtype=x.dtype, device=x.device) - 0.5
+    if kind == "hyperprior":  # and for the side code: as many channels, a quarter of the positions
+        side = (x.shape[0], code[0], -(-code[1] // 4), -(-code[2] // 4))
+        noise["side_uniform"] = torch.rand(side, generator=generator, dtype=x.dtype, device=x.device) - 0.5
     if kind == "gaussian":
         k = config.importance_samples  # (K, B, *code) for the IWAE bound; (B, *code) for the ELBO
         shape = (x.shape[0], *code) if k == 1 else (k, x.shape[0], *code)
@@ -173,7 +176,7 @@ def loss_with_noise(
     )
     posterior = model.encode(inputs)
     if "uniform" in noise:  # a quantized code in training: y + u instead of round(y)
-        posterior = posterior.with_noise(noise["uniform"])
+        posterior = posterior.with_noise(noise["uniform"], noise.get("side_uniform"))
     kl_cost = beta_kl(posterior, noise, config)  # what the KL costs in the loss: beta, warm-up and free bits
     # Reparameterisation: z = mu + sigma * eps; Kingma & Welling 2013, Sec. 2.4
     z = posterior.mean + posterior.std * noise["eps"] if "eps" in noise else posterior.mode()

@@ -232,7 +232,8 @@ def evaluate_losses(model: Autoencoder, images: ImageSet, config: RunConfig, bat
     for batch in images.batches(chunks(len(images), batch_size), workers):
         x = to_unit(batch)
         noise = draw_noise(x, config.objective, model.latent_shape(x), model.config.latent, generator)
-        noise.pop("uniform", None)  # a quantized code's test loss is its real one: rounded, not noisy
+        for name in ("uniform", "side_uniform"):  # a quantized code's test loss is its real one: rounded, not noisy
+            noise.pop(name, None)
         terms = loss_with_noise(model, *on_device(device, x, noise), config.objective)
         for name in TERMS:
             sums[name] += terms[name].item() * len(x)

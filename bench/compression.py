@@ -247,7 +247,7 @@ def main() -> None:
     specs = [s for s in RUNS if args.only is None or s.name.endswith(args.only)]
     if not args.evaluate_only:
         for spec in specs:
-            if not (WEIGHTS / spec.name / "model.safetensors").exists():
+            if faces.unfinished(spec, WEIGHTS):
                 faces.train(spec, data, log, scratch=SCRATCH, weights=WEIGHTS)
         if args.train_only:
             return

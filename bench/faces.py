@@ -167,6 +167,14 @@ def train(spec, data: Path, log, scratch: Path = SCRATCH, weights: Path = WEIGHT
     keep(out, weights / spec.name)
 
 
+def unfinished(spec, weights: Path = WEIGHTS) -> bool:
+    """Whether a spec still has training to do: no kept weights, or kept ones from fewer epochs than it asks for
+    (a run kept part way, to be resumed in a later session from its scratch folder)."""
+    path = weights / spec.name / "metrics.jsonl"
+    return not (weights / spec.name / "model.safetensors").exists() or not path.exists() or \
+        len(path.read_text().splitlines()) < spec.epochs
+
+
 def keep(run_dir: Path, target: Path) -> None:
     """A finished run's weights in half precision, its config and its curve, in ``target`` (committed)."""
     import torch
@@ -218,7 +226,8 @@ def evaluate(specs: list[Spec], data: Path, log, labels=None) -> dict:
             "mse_per_pixel": float((recon - clean).pow(2).mean()),
             "pca_psnr_db": p["psnr_db"], "pca_ssim": p["ssim"], "gain_db": psnr - p["psnr_db"],
             "target": spec.target, "met": psnr - p["psnr_db"] >= 1.0,
-            "epochs": len(curve), "train_seconds": round(sum(r["epoch_seconds"] for r in curve), 1),
+            "epochs": len(curve), "epochs_planned": spec.epochs,
+            "train_seconds": round(sum(r["epoch_seconds"] for r in curve), 1),
             "parameters": sum(q.numel() for q in run.model.parameters()),
             "reconstruct_images_per_second": round(len(test_images) / seconds, 1),
             "command": " ".join(spec.command("FACES64.npz", f"runs/faces-{spec.name}")),
@@ -251,6 +260,12 @@ def evaluate(specs: list[Spec], data: Path, log, labels=None) -> dict:
             "machine": f"{os.cpu_count()} cores, {platform.processor() or 'cpu'}",
             "torch": torch.__version__, "test_faces": len(test_images), "train_faces": len(train_images),
             "image_size": f"3x{SIZE}x{SIZE}", "rows": rows}
+
+
+def _epochs(row: dict) -> str:
+    """Epochs trained, and of how many planned when the run is kept part way."""
+    planned = row.get("epochs_planned", row["epochs"])
+    return str(row["epochs"]) if row["epochs"] >= planned else f"{row['epochs']} of {planned} (in progress)"
 
 
 def pca_reconstruction(pca, images):
@@ -293,7 +308,7 @@ def markdown(result: dict) -> str:
     for r in result["rows"]:
         lines.append(f"| {r['run']} | {r['code']} | {r['numbers']} | {r['psnr_db']:.2f} | {r['pca_psnr_db']:.2f} | "
                      f"{r['gain_db']:+.2f} | {r['ssim']:.3f} | {r['pca_ssim']:.3f} | {r['target']} | "
-                     f"{'-' if r['met'] is None else 'yes' if r['met'] else 'no'} | {r['epochs']} | "
+                     f"{'-' if r['met'] is None else 'yes' if r['met'] else 'no'} | {_epochs(r)} | "
                      f"{r['train_seconds'] / 60:.0f} min |")
     short = [r["run"] for r in result["rows"] if r["met"] is False]
     if short:
@@ -371,7 +386,7 @@ def main() -> None:
         return
     data = face_cache(Path(args.data_dir))
     for spec in specs:
-        if not args.evaluate_only and not (WEIGHTS / spec.name / "model.safetensors").exists():
+        if not args.evaluate_only and unfinished(spec):
             train(spec, data, log)
     if args.train_only:
         return

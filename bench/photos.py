@@ -188,7 +188,7 @@ def main() -> None:
     data = photo_cache(data_dir)
     if not args.baseline_only and not args.evaluate_only:
         for spec in RUNS:
-            if not (WEIGHTS / spec.name / "model.safetensors").exists():
+            if faces.unfinished(spec, WEIGHTS):
                 faces.train(spec, data, log, scratch=SCRATCH, weights=WEIGHTS)
         if args.train_only:
             return

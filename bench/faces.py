@@ -61,8 +61,6 @@ class Spec:
 
 RUNS = (
     Spec("ae128", ("--latent-dim", "128"), 4, "a 128-d vector code beats PCA-128 by >= 1 dB PSNR"),
-    Spec("ae128-pca", ("--latent-dim", "128", "--pca-path"), 8,
-         "a 128-d vector code beats PCA-128 by >= 1 dB PSNR (starting from PCA: the --pca-path option)"),
     Spec("ae-spatial", ("--latent-channels", "4"), 4,
          "a 4 x 8 x 8 spatial code (256 numbers) beats PCA-256 by >= 1 dB"),
     # The generative half (issue 19, points 2 and 3): evaluated once their weights are committed.

@@ -80,7 +80,7 @@ def test_the_density_is_a_distribution_over_the_integers():
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.floats(0, 1), min_size=1, max_size=300))
+@given(st.lists(st.floats(0, 1, allow_subnormal=False), min_size=1, max_size=300))  # aekit flushes denormals
 def test_integer_frequencies_are_positive_and_sum_to_two_to_the_sixteen(pmf):
     freq = integer_frequencies(torch.tensor(pmf, dtype=torch.float64))
     assert int(freq.sum()) == 1 << 16 and int(freq.min()) >= 1 and len(freq) == len(pmf)

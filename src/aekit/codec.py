@@ -24,16 +24,22 @@ Its size on disk is the rate: bits per pixel = 8 x file size / (height x width).
 from __future__ import annotations
 
 import hashlib
+import io
 import struct
 import zlib
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from .core.config import QUANTIZED
 from .core.model import Autoencoder
+from .data.load import iter_photos
 from .data.machine import check_memory
 from .errors import AekitError
+from .files import atomic_write_bytes, check_writable, make_folder
+from .metrics.pixels import mean_psnr
+from .run import Run
 
 MAGIC = b"AEK"
 FORMAT_VERSION = 1
@@ -217,4 +223,77 @@ def bits_per_pixel(data: bytes) -> float:
     return 8 * len(data) / (head["height"] * head["width"])
 
 
-__all__ = ["FORMAT_VERSION", "bits_per_pixel", "check_codec", "compress", "decompress", "model_id", "read_header"]
+def compress_files(run: Run, spec: str, out: str | Path, *, limit: int | None = None,
+             data_dir: str | None = None) -> dict:
+    """Each image of ``spec`` as an ``.aek`` file (:mod:`aekit.codec`): ``out`` is the file for one image, or a
+    folder for several (one file per image, named after it). Each file is written whole or not at all."""
+    out = Path(out)
+    model, rows_, names = run.model, [], set()
+    check_codec(model)
+    single = out.suffix == ".aek"
+    check_writable(out, folder=not single)
+    for i, (name, image) in enumerate(iter_photos(spec, channels=model.config.channels,
+                                                  data_dir=data_dir or run.config.data.data_dir)):
+        if limit is not None and i >= limit:
+            break
+        if single and i > 0:
+            raise AekitError(f"{spec} holds more than one image: give -o a folder, not {out.name}")
+        check_memory(f"compressing a {image.shape[-1]}x{image.shape[-2]} image",
+                     DECODE_COPIES * 4 * image.numel())
+        data, decoded = compress(model, image[0], decoded=True)
+        stem = Path(name).with_suffix("").as_posix().replace("/", "_")
+        stem = stem if stem not in names else f"{stem}-{i}"
+        names.add(stem)
+        target = out if single else make_folder(out) / f"{stem}.aek"
+        atomic_write_bytes(target, data)
+        rows_.append({"bits_per_pixel": bits_per_pixel(data),
+                      "psnr_db": mean_psnr(decoded[None].float() / 255, image.float() / 255), "bytes": len(data)})
+    if not rows_:
+        raise AekitError(f"{spec} holds no images")
+    return {"images": len(rows_), "bits_per_pixel": sum(r["bits_per_pixel"] for r in rows_) / len(rows_),
+            "psnr_db": sum(r["psnr_db"] for r in rows_) / len(rows_), "bytes": sum(r["bytes"] for r in rows_),
+            "output": str(out)}
+
+
+def decompress_files(run: Run, spec: str, out: str | Path) -> dict:
+    """``.aek`` files (one, or a folder of them) -> PNGs: ``out`` is the PNG for one file, or a folder."""
+    source, out = Path(spec), Path(out)
+    check_codec(run.model)
+    if source.is_dir():
+        files = sorted(source.glob("*.aek"))
+        if not files:
+            raise AekitError(f"{spec} holds no .aek files")
+    elif source.is_file():
+        files = [source]
+    else:
+        raise AekitError(f"{spec}: no such file or folder")
+    single = out.suffix.lower() == ".png"
+    if single and len(files) > 1:
+        raise AekitError(f"{spec} holds {len(files)} files: give -o a folder, not {out.name}")
+    check_writable(out, folder=not single)
+    for path in files:
+        try:
+            data = path.read_bytes()
+        except OSError as error:
+            raise AekitError(f"cannot read {path}: {error.strerror or error}") from None
+        try:
+            image = decompress(run.model, data)
+        except AekitError as error:
+            raise AekitError(f"{path.name}: {error}") from None
+        target = out if single else make_folder(out) / f"{path.stem}.png"
+        buffer = io.BytesIO()
+        to_pil_uint8(image).save(buffer, "PNG")
+        atomic_write_bytes(target, buffer.getvalue())
+    return {"images": len(files), "output": str(out)}
+
+
+def to_pil_uint8(image: torch.Tensor):
+    """A uint8 (C, H, W) tensor as a PIL image."""
+    from PIL import Image
+
+    array = image.permute(1, 2, 0).numpy()
+    return Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
+
+
+__all__ = ["FORMAT_VERSION", "bits_per_pixel", "check_codec", "compress", "compress_files", "decompress",
+           "decompress_files", "model_id", "read_header"]

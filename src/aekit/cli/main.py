@@ -15,6 +15,8 @@ from ..cpu import tune_cpu
 from ..errors import AekitError, Interrupted, ReportedElsewhere
 from .values import LIMIT, SEED, Parser, add_option_flags, bounded, size
 
+SCORE_CHOICES = ("mse", "nll", "elbo", "iwae", "latent")  # aekit.anomaly.SCORES, without importing torch to parse
+
 EXAMPLES = """examples:
   aekit train --model vae --epochs 10                 # VAE on the embedded 5k MNIST digits
   aekit train --model dae --arch conv --data mnist    # full MNIST (downloaded once, checksum-verified)
@@ -79,6 +81,20 @@ def build_parser() -> argparse.ArgumentParser:
     dp.add_argument("run", metavar="RUN", help="a run folder")
     dp.add_argument("input", metavar="INPUT", help="an .aek file or a folder of them")
     dp.add_argument("-o", "--output", required=True, help="image.png (one file) or a folder")
+
+    sc = verbs.add_parser("score", help="anomaly scores (higher = less like the training images), and decisions "
+                                        "once the run is calibrated")
+    _run_and_input(sc)
+    sc.add_argument("--score", default=None, choices=SCORE_CHOICES,
+                    help="mse (default of ae, dae, sae), nll, elbo (default of vae), iwae, latent (see aekit.anomaly)")
+    sc.add_argument("--decide", action="store_true", help="require decisions (a calibrated run): an error without")
+    sc.add_argument("-o", "--output", required=True, help="scores.csv (index, label, score, anomaly) or scores.npy")
+
+    cb = verbs.add_parser("calibrate", help="store the threshold that flags a fraction --fpr of normal images")
+    _run_and_input(cb)
+    cb.add_argument("--fpr", type=bounded("--fpr", float, "(0, 1)"), default=0.05,
+                    help="false-positive rate on normal images, in (0, 1) (default 0.05)")
+    cb.add_argument("--score", default=None, choices=SCORE_CHOICES, help="as aekit score (default: the family's)")
 
     s = verbs.add_parser("sample", help="generate new images")
     s.add_argument("run", metavar="RUN", help="a run folder")
@@ -303,9 +319,23 @@ def _main(argv: Sequence[str] | None) -> int:
             _print_result(tasks.denoise(run, args.input, args.output, noise_std=noise, seed=args.seed,
                                         limit=args.limit, data_dir=args.data_dir))
         elif args.verb == "compress":
-            _print_result(tasks.compress(run, args.input, args.output, limit=args.limit, data_dir=args.data_dir))
+            from ..codec import compress_files
+
+            _print_result(compress_files(run, args.input, args.output, limit=args.limit, data_dir=args.data_dir))
         elif args.verb == "decompress":
-            _print_result(tasks.decompress(run, args.input, args.output))
+            from ..codec import decompress_files
+
+            _print_result(decompress_files(run, args.input, args.output))
+        elif args.verb == "score":
+            from ..anomaly import score_files
+
+            _print_result(score_files(run, args.input, args.output, kind=args.score, need_decisions=args.decide,
+                                      limit=args.limit, data_dir=args.data_dir))
+        elif args.verb == "calibrate":
+            from ..anomaly import calibrate_files
+
+            _print_result(calibrate_files(run, args.input, fpr=args.fpr, kind=args.score, limit=args.limit,
+                                          data_dir=args.data_dir))
         elif args.verb == "sample":
             _print_result(tasks.sample(run, args.output, n=args.n, seed=args.seed, size=args.size))
         elif args.verb == "export":

@@ -6,7 +6,8 @@ Scores (``--score``):
 =============  ===============================================================================================
 ``mse``        mean squared error of the reconstruction, per pixel (the default of the ae, dae and sae families)
 ``nll``        -log p(x | z) under the run's likelihood at the code (nats per image)
-``elbo``       the negative ELBO of a VAE, its KL in closed form and one seeded sample (the vae family's default)
+``elbo``       a VAE's negative ELBO, its KL in closed form and its reconstruction term at the posterior mean (no
+               sampling: an image scores the same in any batch, in any order; the vae family's default)
 ``iwae``       -log p(x) of a VAE by importance weighting (K samples, seeded; tighter, K times the cost)
 ``latent``     -log density of the code under the Gaussian fitted to the training codes, up to a constant (ae,
                dae, sae; a VAE's posterior means under its prior rank digits it never saw as more normal, so a
@@ -63,37 +64,41 @@ def score(run: Run, images: torch.Tensor, kind: str | None = None, *, batch_size
     (3,)
     """
     model = run.model.eval()
+    return score_tensor(model, run.config.objective, model.prepare(images), kind, batch_size=batch_size)
+
+
+@torch.inference_mode()
+def score_tensor(model: Autoencoder, objective, x_all: torch.Tensor, kind: str | None = None, *,
+                 batch_size: int = 256) -> np.ndarray:
+    """:func:`score` of images already as floats in [0, 1], (N, C, H, W), for a model and its objective."""
+    model.eval()
     kind = kind or default_score(model)
     if kind not in SCORES:
         raise AekitError(f"unknown score {kind!r}: choose from {', '.join(SCORES)}")
     if kind in ("elbo", "iwae") and not model.is_variational:
-        raise AekitError(f"the {kind} score needs a VAE (this run is {run.config.family}): use mse, nll or latent")
+        raise AekitError(f"the {kind} score needs a VAE (this model's code is not variational): use mse, nll or "
+                         "latent")
     if kind == "latent" and model.is_variational:
         raise AekitError("the latent score is a deterministic code's (its Gaussian is fitted to the training codes): "
                          "score a VAE with elbo, iwae, nll or mse")
-    x_all = model.prepare(images)  # (N, C, H, W) in [0, 1], shape checked against the model
     if kind == "iwae":
         from .metrics.likelihood import importance_weighted_log_likelihood, iw_decoding, log_likelihood_fn
 
         decode, chunk = iw_decoding(model)
-        log_px, _ = importance_weighted_log_likelihood(model.encode, decode, log_likelihood_fn(run.config.objective),
+        log_px, _ = importance_weighted_log_likelihood(model.encode, decode, log_likelihood_fn(objective),
                                                        x_all, IWAE_SAMPLES, chunk_size=chunk, seed=SEED)
         return _finite(-log_px.numpy(), kind)
-    generator = torch.Generator().manual_seed(SEED)
     out = []
     for x in x_all.split(batch_size):
         posterior = model.encode(x)
         if kind == "latent":
             out.append(_latent_score(model, posterior.mode()))
             continue
-        z = posterior.mode()
-        if kind == "elbo":  # one reparameterised sample, seeded: z = mu + sigma eps
-            z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=generator)
-        logits = model.decode(z, size=x.shape[-2:])
+        logits = model.decode(posterior.mode(), size=x.shape[-2:])
         if kind == "mse":
             out.append((model.mean(logits) - x).pow(2).flatten(1).mean(1))
         else:
-            nll = reconstruction_nll(logits, x, run.config.objective)
+            nll = reconstruction_nll(logits, x, objective)
             out.append(nll + posterior.kl() if kind == "elbo" else nll)
     return _finite(torch.cat(out).double().numpy() if out else np.zeros(0), kind)
 

@@ -172,8 +172,9 @@ class AutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
     __doc__ = _DOCSTRING.replace("{options}", _parameters_doc())
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        # Stores the parameters of _SIGNATURE (a TypeError for others, as a written-out __init__ would give).
-        bound = _SIGNATURE.bind(self, *args, **kwargs)
+        # Stores the parameters of the class's signature (_SIGNATURE here; a subclass's own), a TypeError for
+        # others, as a written-out __init__ would give.
+        bound = inspect.signature(type(self).__init__).bind(self, *args, **kwargs)
         bound.apply_defaults()
         for name, value in bound.arguments.items():
             if name != "self":

@@ -123,3 +123,29 @@ def test_export_bad_input_is_one_line_exit_2(run_dir, tmp_path, capsys, monkeypa
     code = main(["export", str(run_dir), "--onnx", str(tmp_path / "o")])
     assert_one_line_error(code, capsys.readouterr().err, "pip install 'aekit[onnx]'")
     assert not (tmp_path / "o").exists()
+
+
+def test_a_calibrated_threshold_travels_with_the_export(tmp_path):
+    """The threshold is in preprocessing.json and both graphs' metadata, and ONNX Runtime's reconstructions
+    with it flag the images aekit flags."""
+    from aekit import anomaly
+
+    splits = aekit.load_dataset("mnist-5k", progress=False)
+    ones = splits.train.images[splits.train.labels == 1]
+    np.save(tmp_path / "ones.npy", ones[:300].numpy())
+    run = aekit.train("ae", out=tmp_path / "run", data=str(tmp_path / "ones.npy"), hidden=(64,), latent_dim=8,
+                      likelihood="gaussian", epochs=3, progress=False, log=None)
+    record = anomaly.calibrate(run, ones[300:], fpr=0.1)
+    export_onnx(aekit.load(run.path), tmp_path / "onnx")
+    described = json.loads((tmp_path / "onnx" / "preprocessing.json").read_text())["anomaly"]
+    assert described["score"] == "mse" and described["threshold"] == record["threshold"]
+    for name in ("encoder.onnx", "decoder.onnx"):
+        props = {p.key: p.value for p in onnx.load(str(tmp_path / "onnx" / name)).metadata_props}
+        assert float(props["aekit.anomaly.threshold"]) == record["threshold"] and props["aekit.anomaly.fpr"] == "0.1"
+    x = splits.test.images[:200].numpy().astype(np.float32) / 255
+    codes = session(tmp_path / "onnx" / "encoder.onnx").run(None, {"images": x})[0]
+    recon = session(tmp_path / "onnx" / "decoder.onnx").run(None, {"codes": codes})[0]
+    onnx_flags = ((recon - x) ** 2).reshape(len(x), -1).mean(1) > described["threshold"]
+    ours = anomaly.decide(anomaly.score(run, splits.test.images[:200]), record).astype(bool)
+    assert (onnx_flags == ours).mean() >= 0.99 and ours.any() and not ours.all()
+    assert json.loads(json.dumps(export_onnx(aekit.load(run.path), tmp_path / "again")))  # re-exporting works

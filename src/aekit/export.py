@@ -91,9 +91,13 @@ def export_onnx(run: Run, out_dir: str | Path, *, opset: int = OPSET) -> dict[st
     # Example batches of 2: a batch of 1 could let the exporter specialise the batch axis.
     encoder = _export(_Encoder(model), torch.full((2, c, h, w), 0.5), "images", "codes", opset)
     decoder = _export(_Decoder(model), torch.zeros(2, d), "codes", "images", opset)
+    description = preprocessing(run, opset)
+    if description["anomaly"] is not None:  # the calibrated threshold travels in both graphs' metadata too
+        props = {f"aekit.anomaly.{k}": str(v) for k, v in description["anomaly"].items() if k != "how"}
+        encoder, decoder = _with_metadata(encoder, props), _with_metadata(decoder, props)
     atomic_write_bytes(out / ENCODER, encoder)
     atomic_write_bytes(out / DECODER, decoder)
-    atomic_write_json(out / PREPROCESSING, preprocessing(run, opset))
+    atomic_write_json(out / PREPROCESSING, description)
     return {"encoder": str(out / ENCODER), "decoder": str(out / DECODER), "latent_dim": d,
             "image_shape": f"{c}x{h}x{w}", "output": str(out)}
 
@@ -134,9 +138,33 @@ def preprocessing(run: Run, opset: int = OPSET) -> dict[str, Any]:
         "latent": {"dim": m.latent_dim, "kind": m.latent, "code_activation": m.code_activation,
                    "prior": "N(0, I)" if m.latent == "gaussian" else None},
         "trained_on": config.data.data,
+        "anomaly": _anomaly(run),
         "opset": opset,
         "exporter": f"torch.onnx TorchScript (dynamo=False), torch {torch.__version__}",
     }
+
+
+def _anomaly(run: Run) -> dict[str, Any] | None:
+    """The run's calibrated anomaly threshold (aekit calibrate), or None."""
+    from .anomaly import load_calibration
+
+    record = load_calibration(run) if run.path is not None else None
+    if record is None:
+        return None
+    how = {"mse": "mean over the pixels of (decoder(encoder(x)) - x)^2, x in [0, 1]: anomalous when above"}
+    return {"score": record["score"], "threshold": record["threshold"], "fpr": record["fpr"],
+            "how": how.get(record["score"], f"aekit.anomaly's {record['score']} score: anomalous when above")}
+
+
+def _with_metadata(graph: bytes, props: dict[str, str]) -> bytes:
+    """An ONNX model's bytes with ``props`` added to its metadata_props."""
+    import onnx
+
+    model = onnx.load_from_string(graph)
+    for key, value in props.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    return model.SerializeToString()
 
 
 def _export(module: nn.Module, example: torch.Tensor, input_name: str, output_name: str, opset: int) -> bytes:

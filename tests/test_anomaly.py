@@ -116,3 +116,22 @@ def test_bad_input_is_one_line(runs, tmp_path, capsys):
     (run.path / anomaly.CALIBRATION).write_text("{not json")
     assert main(["score", str(run.path), str(tmp_path / "ok.npy"), "-o", str(tmp_path / "s.csv")]) == 2
     assert "cannot be read" in capsys.readouterr().err
+    (run.path / anomaly.CALIBRATION).unlink()
+
+
+def test_the_pixel_map_points_at_the_defect(runs, digits, tmp_path, capsys):
+    """A one with a bright square pasted on it: the error map is largest inside the square."""
+    _, _, x_test, y_test = digits
+    one = x_test[y_test == 1][:1].clone()
+    one[0, 0, 2:8, 2:8] = 255
+    errors = anomaly.pixel_map(runs["ae"].model, one.float() / 255)[0]  # (28, 28)
+    inside, outside = errors[2:8, 2:8].mean(), torch.cat([errors[10:].flatten(), errors[:, 10:].flatten()]).mean()
+    assert inside > 5 * outside
+    np.save(tmp_path / "defect.npy", torch.cat([one, x_test[y_test == 1][1:3]]).numpy())
+    assert main(["score", str(runs["ae"].path), str(tmp_path / "defect.npy"), "-o", str(tmp_path / "s.csv"),
+                 "--maps", str(tmp_path / "maps")]) == 0
+    from PIL import Image
+
+    first = np.asarray(Image.open(tmp_path / "maps" / "00000.png"))
+    assert sorted(p.name for p in (tmp_path / "maps").iterdir()) == ["00000.png", "00001.png", "00002.png"]
+    assert first.ndim == 3 and first.shape[0] > 2.5 * first.shape[1]  # three panels, one above the other, RGB

@@ -35,7 +35,7 @@ from .core.objectives import reconstruction_nll
 from .data import ImageSet, load_images
 from .data.machine import check_memory
 from .errors import AekitError
-from .files import atomic_write_bytes, check_writable
+from .files import atomic_write_bytes, check_writable, make_folder
 from .imaging import save_npy
 from .run import MODEL, Run
 
@@ -101,6 +101,37 @@ def score_tensor(model: Autoencoder, objective, x_all: torch.Tensor, kind: str |
             nll = reconstruction_nll(logits, x, objective)
             out.append(nll + posterior.kl() if kind == "elbo" else nll)
     return _finite(torch.cat(out).double().numpy() if out else np.zeros(0), kind)
+
+
+@torch.inference_mode()
+def pixel_map(model: Autoencoder, x: torch.Tensor) -> torch.Tensor:
+    """Where an image is anomalous: the squared error of its reconstruction per pixel, averaged over the channels:
+    floats in [0, 1] (N, C, H, W) -> (N, H, W)."""
+    model.eval()
+    return (model.reconstruct(x) - x).pow(2).mean(1)
+
+
+def heatmap(errors: torch.Tensor, top: float) -> torch.Tensor:
+    """(H, W) errors -> an RGB image (3, H, W) in [0, 1]: matplotlib's inferno over [0, top]."""
+    from matplotlib import colormaps
+
+    colors = colormaps["inferno"]((errors / max(top, 1e-12)).clamp(0, 1).numpy())[..., :3]  # (H, W, 3)
+    return torch.from_numpy(colors).permute(2, 0, 1).float()
+
+
+def save_maps(model: Autoencoder, x: torch.Tensor, folder: Path) -> float:
+    """For each image, ``<index>.png``: the image, its reconstruction and its error map, one above the other, the
+    maps on one scale for all (0 to the largest pixel error among them, returned), so maps compare across images."""
+    from .imaging import rows, save_png
+
+    errors = pixel_map(model, x)
+    top = float(errors.max()) if errors.numel() else 1.0
+    recon = model.reconstruct(x)
+    for i in range(len(x)):
+        grey = lambda t: t.expand(3, -1, -1) if t.shape[0] == 1 else t  # noqa: E731
+        save_png(rows(grey(x[i])[None], grey(recon[i])[None], heatmap(errors[i], top)[None]), folder / f"{i:05d}.png",
+                 scale=max(1, 96 // x.shape[-1]))
+    return top
 
 
 def _latent_score(model: Autoencoder, codes: torch.Tensor) -> torch.Tensor:
@@ -186,9 +217,10 @@ def _scored_images(run: Run, spec: str, limit: int | None, data_dir: str | None)
 
 
 def score_files(run: Run, spec: str, out: str | Path, *, kind: str | None = None, need_decisions: bool = False,
-          limit: int | None = None, data_dir: str | None = None) -> dict:
+                limit: int | None = None, data_dir: str | None = None, maps: str | Path | None = None) -> dict:
     """Anomaly scores of INPUT (:mod:`aekit.anomaly`) as a .csv (index, [label,] score, [anomaly]) or .npy (N,);
-    with a calibration in the run folder (and the same score), a decision per image: 1 = anomaly."""
+    with a calibration in the run folder (and the same score), a decision per image: 1 = anomaly; with ``maps``,
+    a PNG per image in that folder: image | reconstruction | per-pixel error (:func:`save_maps`)."""
     out = Path(out)
     if out.suffix not in (".csv", ".npy"):
         raise AekitError(f"-o {out}: give a name ending in .csv (scores and decisions) or .npy (scores)")
@@ -215,6 +247,9 @@ def score_files(run: Run, spec: str, out: str | Path, *, kind: str | None = None
     result = {"images": len(scores), "score": kind, "mean": float(scores.mean()), "max": float(scores.max())}
     if decisions is not None:
         result |= {"threshold": calibration["threshold"], "anomalies": int(decisions.sum())}
+    if maps is not None:
+        result["maps"] = str(maps)
+        result["map_scale_top"] = save_maps(run.model, run.model.prepare(images.images), make_folder(maps))
     return {**result, "output": str(out)}
 
 

@@ -88,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--score", default=None, choices=SCORE_CHOICES,
                     help="mse (default of ae, dae, sae), nll, elbo (default of vae), iwae, latent (see aekit.anomaly)")
     sc.add_argument("--decide", action="store_true", help="require decisions (a calibrated run): an error without")
+    sc.add_argument("--maps", default=None, metavar="DIR", help="also write, per image, image | reconstruction | "
+                    "per-pixel error (one colour scale for all) as DIR/<index>.png")
     sc.add_argument("-o", "--output", required=True, help="scores.csv (index, label, score, anomaly) or scores.npy")
 
     cb = verbs.add_parser("calibrate", help="store the threshold that flags a fraction --fpr of normal images")
@@ -330,7 +332,7 @@ def _main(argv: Sequence[str] | None) -> int:
             from ..anomaly import score_files
 
             _print_result(score_files(run, args.input, args.output, kind=args.score, need_decisions=args.decide,
-                                      limit=args.limit, data_dir=args.data_dir))
+                                      limit=args.limit, data_dir=args.data_dir, maps=args.maps))
         elif args.verb == "calibrate":
             from ..anomaly import calibrate_files
 

@@ -182,7 +182,7 @@ def test_drawing_produces_a_reconstruction(page, shots):
     assert page.locator("#results").is_visible() and page.locator("#anomaly").is_visible()
     text = page.inner_text("#anomaly-text")
     assert "reconstruction error" in text and "% of the test images" in text
-    for image in ("#an-input", "#an-noisy", "#an-denoised"):
+    for image in ("#an-input", "#an-errors", "#an-noisy", "#an-denoised"):
         assert page.get_attribute(image, "src").startswith("data:image/png")
     before = page.get_attribute("#an-noisy", "src")
     page.locator("#noise").fill("0.2")  # a new noise level re-analyses the drawing

@@ -260,6 +260,18 @@ def test_analyze_an_uploaded_test_image(server, vae):
     assert noisy["noisy"] != data["noisy"] and noisy["noise_std"] == 0.5
 
 
+def test_the_error_map_shows_where_an_image_is_unlike_the_test_images(server, vae):
+    """A digit with a bright square pasted in a corner: the map (inferno: bright = large error) is brightest there."""
+    image = vae.images[4].clone()
+    image[0, :7, :7] = 255
+    png = io.BytesIO()
+    Image.fromarray(image[0].numpy()).save(png, "PNG")
+    data = post(server, "/api/analyze", {"image": b64(png.getvalue()), "noise_std": 0.0})[1]
+    heat = decode_png(data["error_map"]).astype(float)
+    assert heat.shape[:2] == (28, 28) and heat.ndim == 3  # RGB, the image's size
+    assert heat[:7, :7].sum(-1).mean() > 2 * heat[10:, 10:].sum(-1).mean()
+
+
 def test_analyze_converts_colour_size_alpha_and_inverts(server, vae):
     digit = vae.images[4, 0].numpy()
     big_rgb = np.repeat(np.kron(digit, np.ones((2, 2), dtype=np.uint8))[:, :, None], 3, axis=2)  # 56x56 RGB

@@ -15,6 +15,7 @@ import math
 import numpy as np
 import torch
 
+from ..anomaly import heatmap
 from ..data import ImageSet
 from ..imaging import to_pil
 from ..run import Run
@@ -80,8 +81,12 @@ class Explorer:
         self.code_shape = model.latent_shape()  # (D,), or (C, h, w) for a spatial latent: the map sees it flat
         self.codes = model.embed(self.images).flatten(1)  # (N, D)
         clean = model.prepare(self.images)
-        self.errors = (model.reconstruct(self.images) - clean).pow(2).flatten(1).mean(1)  # (N,) MSE per pixel
+        pixel_errors = (model.reconstruct(self.images) - clean).pow(2).mean(1)  # (N, H, W), channels averaged
+        self.errors = pixel_errors.flatten(1).mean(1)  # (N,) MSE per pixel
         self._sorted_errors = self.errors.sort().values
+        # The error map's colour scale saturates at the test images' 99.9th percentile of per-pixel errors.
+        sample = pixel_errors.flatten()[:: max(1, pixel_errors.numel() // 1_000_000)]
+        self.map_top = float(torch.quantile(sample, 0.999)) if sample.numel() else 1.0
         self.mean, self.axes, self.explained = projection(self.codes)
         self.points = self.to_map(self.codes)
         self.sliders = self._sliders()
@@ -206,10 +211,12 @@ class Explorer:
         code = model.embed(image)
         same = tuple(code.shape[1:]) == self.code_shape  # a photo of another size has no place on the map
         code = code.flatten(1)
-        error = float((recon - clean).pow(2).mean())
+        errors = (recon - clean).pow(2).mean(1)[0]  # (H, W): where the image is unlike the training images
+        error = float(errors.mean())
         return {
             "input": data_url(clean[0]),
             "reconstruction": data_url(recon[0]),
+            "error_map": data_url(heatmap(errors, self.map_top)),
             "noisy": data_url(noisy[0]),
             "denoised": data_url(denoised[0]),
             "code": _rounded(code[0], 5) if same else None,

@@ -398,7 +398,7 @@ function fitDrawing(canvas) {
 
 function resetAnalysis() {
   state.source = null; state.drawn = null;
-  ["an-input", "an-recon", "an-noisy", "an-denoised"].forEach((id) => $(id).removeAttribute("src"));
+  ["an-input", "an-recon", "an-errors", "an-noisy", "an-denoised"].forEach((id) => $(id).removeAttribute("src"));
   $("results").hidden = $("anomaly").hidden = true; $("to-decoder").disabled = true; $("draw-hint").hidden = false;
   showMsg("draw-msg", "");
   drawMap();
@@ -412,7 +412,7 @@ const analyze = latest(async () => {
   if (state.source !== source) return;  // cleared or replaced meanwhile
   d.what = source.what;
   state.drawn = d;
-  $("an-input").src = d.input; $("an-recon").src = d.reconstruction;
+  $("an-input").src = d.input; $("an-recon").src = d.reconstruction; $("an-errors").src = d.error_map;
   $("an-noisy").src = d.noisy; $("an-denoised").src = d.denoised;
   $("noisy-caption").textContent = `noisy, σ = ${noise.toFixed(2)}`;
   const verdict = d.percentile >= 99 ? "anomalous" : d.percentile >= 95 ? "unusual" : "typical";
@@ -427,7 +427,7 @@ const analyze = latest(async () => {
   drawMap();
 }, (err) => {
   state.drawn = null;
-  ["an-input", "an-recon", "an-noisy", "an-denoised"].forEach((id) => $(id).removeAttribute("src"));
+  ["an-input", "an-recon", "an-errors", "an-noisy", "an-denoised"].forEach((id) => $(id).removeAttribute("src"));
   $("results").hidden = $("anomaly").hidden = true; $("to-decoder").disabled = true;
   showMsg("draw-msg", `Could not analyse ${state.source ? state.source.what : "the image"}: ${err.message}`);
   drawMap();

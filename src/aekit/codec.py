@@ -37,7 +37,7 @@ from .core.model import Autoencoder
 from .data.load import iter_photos
 from .data.machine import check_memory
 from .errors import AekitError
-from .files import atomic_write_bytes, check_writable, make_folder
+from .files import atomic_write_bytes, check_writable, make_folder, output_stem
 from .metrics.pixels import mean_psnr
 from .run import Run
 
@@ -241,9 +241,7 @@ def compress_files(run: Run, spec: str, out: str | Path, *, limit: int | None = 
         check_memory(f"compressing a {image.shape[-1]}x{image.shape[-2]} image",
                      DECODE_COPIES * 4 * image.numel())
         data, decoded = compress(model, image[0], decoded=True)
-        stem = Path(name).with_suffix("").as_posix().replace("/", "_")
-        stem = stem if stem not in names else f"{stem}-{i}"
-        names.add(stem)
+        stem = output_stem(name, i, names)
         target = out if single else make_folder(out) / f"{stem}.aek"
         atomic_write_bytes(target, data)
         rows_.append({"bits_per_pixel": bits_per_pixel(data),

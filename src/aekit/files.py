@@ -62,6 +62,15 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
 
 
+def output_stem(name: str, index: int, taken: set[str]) -> str:
+    """A file stem for input ``name`` (a relative path: its folders joined by '_'), unique among ``taken`` (the
+    input's ``index`` appended on a clash); added to ``taken``."""
+    stem = Path(name).with_suffix("").as_posix().replace("/", "_")
+    stem = stem if stem not in taken else f"{stem}-{index}"
+    taken.add(stem)
+    return stem
+
+
 def make_folder(path: str | os.PathLike) -> Path:
     """Create ``path`` (and its parents) or raise a one-line AekitError naming it and the OS reason."""
     path = Path(path)

@@ -20,7 +20,7 @@ from .data import ImageSet, load_images
 from .data.load import iter_photos
 from .data.machine import check_memory
 from .errors import AekitError
-from .files import atomic_write_bytes, check_writable, make_folder
+from .files import atomic_write_bytes, check_writable, make_folder, output_stem
 from .imaging import grid, rows, save_npy, save_png
 from .metrics.pixels import mean_psnr
 from .run import Run
@@ -174,9 +174,7 @@ def _photos(run: Run, spec: str, out: Path, *, noise_std: float | None = None, s
             arrays.append(shown)
         else:
             make_folder(out)
-            stem = Path(name).with_suffix("").as_posix().replace("/", "_")
-            stem = stem if stem not in names else f"{stem}-{i}"
-            names.add(stem)
+            stem = output_stem(name, i, names)
             if noise_std is not None:
                 save_png(noisy[0], out / f"{stem}-noisy.png")
             save_png(shown[0], out / f"{stem}.png")

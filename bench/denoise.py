@@ -1,0 +1,310 @@
+"""Photo denoising (issue 21): aekit's blind denoiser against BM3D, non-local means and wavelet shrinkage on CBSD68
+(colour) and Set12 (grey) at sigma = 15, 25, 50, every method run in the same run on the same noisy images.
+
+    python bench/denoise.py                    # train what is unfinished (resumable), evaluate, write
+    python bench/denoise.py --train-only       # train (or resume) and keep the weights; no evaluation
+    python bench/denoise.py --evaluate-only    # re-check every number from the committed weights
+    python bench/denoise.py --evaluate-only --images 4 --no-write   # a quick look: 4 images per set
+
+Training data: random 96x96 crops (with flips) of the BSDS500 train and val photos **minus the 68 of CBSD68**
+(``../shared/data/cbsd68/`` names them: they are BSDS500 val images), 232 photos, of which a seeded 8 give the
+test loss during training; the grey model trains on the same photos as luminance. CBSD68 and Set12 are used for
+nothing but the table (no model or setting is chosen by them).
+
+Noise convention, the same for every method: additive white Gaussian noise of std sigma / 255 on the clean image
+in [0, 1], seeded per set, sigma and image (``numpy.random.default_rng((0, sigma, i))``), **not clipped** (as in
+the DnCNN and FFDNet papers' tables); each output is clipped to [0, 1] before PSNR (RGB, per image, averaged) and
+SSIM (scikit-image's, ``aekit.metrics.pixels.ssim_per_image``). aekit's model is blind (one model for every sigma
+in [0, 55], never told sigma); BM3D (``bm3d``: CBM3D for colour), non-local means and wavelet shrinkage
+(scikit-image) are each given the true sigma, as their authors' benchmarks do.
+
+Writes ``bench/results/denoise.json``, ``docs/images/denoise.png`` and the denoising section of
+``docs/results.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+import faces  # noqa: E402  (bench/ is not a package): train, keep, unfinished, write_section
+
+WEIGHTS = HERE / "weights" / "photo-denoise"
+SCRATCH = HERE / "results" / "tmp" / "denoise"
+RESULTS_JSON = HERE / "results" / "denoise.json"
+FIGURE = REPO / "docs" / "images" / "denoise.png"
+SECTION = "## Photo denoising: CBSD68 and Set12 against BM3D"
+SIGMAS = (15, 25, 50)
+HELD_OUT, SEED = 8, 0
+METHODS = ("aekit", "bm3d", "nlm", "wavelet")
+# Zhang et al. 2017 (DnCNN): CBSD68 with CDnCNN-B, one blind colour model (Table 5); Set12 with DnCNN-S, a model
+# trained for each sigma (Table 3; the blind DnCNN-B is within 0.2 dB of it). Its BSD68 grey figures and BM3D's
+# are also in the authors' README (cszn/DnCNN), which agrees with the paper.
+PUBLISHED = {"cbsd68": {"name": "CDnCNN-B (Zhang et al. 2017, Table 5)", "psnr_db": {15: 33.89, 25: 31.23, 50: 27.92}},
+             "set12": {"name": "DnCNN-S (Zhang et al. 2017, Table 3)", "psnr_db": {15: 32.86, 25: 30.44, 50: 27.18}}}
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    name: str
+    channels: int
+    epochs: int
+    hidden: str = "32,64,128,256"
+    latent_channels: int = 32
+
+    def command(self, data: str, out: str) -> list[str]:
+        return ["aekit", "train", "--model", "dae", "--arch", "unet", "--hidden", self.hidden, "--latent-channels",
+                str(self.latent_channels), "--noise-std", f"{55 / 255:.6f}", "--noise-std-min", "0",
+                "--no-noise-clip", "--likelihood", "gaussian", "--channels", str(self.channels), "--crop", "96",
+                "--flip", "--data", data, "--epochs", str(self.epochs), "--batch-size", "16", "--lr", "5e-4",
+                "--lr-schedule", "cosine", "--seed", "0", "--out", out]
+
+
+RUNS = (Spec("denoise-rgb", 3, 1500), Spec("denoise-grey", 1, 1500))
+TEST_SETS = {"cbsd68": ("denoise-rgb", 3), "set12": ("denoise-grey", 1)}
+
+
+def training_cache(data_dir: Path) -> Path:
+    """BSDS500 train + val minus CBSD68's 68 as one uint8 (N, 3, 321, 481) array (portraits turned): a seeded
+    HELD_OUT of them as the test split (the test loss during training), the rest to train on."""
+    import numpy as np
+    from PIL import Image
+
+    path = HERE / "results" / "tmp" / "bsds500-minus-cbsd68.npz"
+    if path.exists():
+        return path
+    excluded = {p.stem for p in (data_dir / "cbsd68").glob("*.png")}
+    if len(excluded) != 68:
+        raise SystemExit(f"expected the 68 CBSD68 images in {data_dir / 'cbsd68'}, found {len(excluded)}")
+    files = [f for split in ("train", "val") for f in sorted((data_dir / "bsds500" / split).glob("*.jpg"))
+             if f.stem not in excluded]
+    photos = []
+    for f in files:
+        image = np.asarray(Image.open(f).convert("RGB"))
+        photos.append(image if image.shape[0] <= image.shape[1] else np.rot90(image))
+    images = np.stack(photos).transpose(0, 3, 1, 2).copy()
+    perm = np.random.default_rng(SEED).permutation(len(images))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, x_train=images[np.sort(perm[HELD_OUT:])], x_test=images[np.sort(perm[:HELD_OUT])])
+    return path
+
+
+def test_images(data_dir: Path, name: str, limit: int | None) -> list:
+    """The test set as float64 arrays in [0, 1], (H, W, 3) for CBSD68 and (H, W) for Set12, sorted by name."""
+    import numpy as np
+    from PIL import Image
+
+    mode = "RGB" if name == "cbsd68" else "L"
+    files = sorted((data_dir / name).glob("*.png"))[:limit]
+    return [(f.stem, np.asarray(Image.open(f).convert(mode)).astype(np.float64) / 255) for f in files]
+
+
+def noisy_image(clean, sigma: int, i: int):
+    import numpy as np
+
+    return clean + sigma / 255 * np.random.default_rng((SEED, sigma, i)).standard_normal(clean.shape)
+
+
+def denoisers(run):
+    """name -> f(noisy (H, W[, 3]) float64, sigma / 255) -> the denoised image, unclipped."""
+    import bm3d
+    import numpy as np
+    import torch
+    from skimage.restoration import denoise_nl_means, denoise_wavelet
+
+    def aekit_blind(noisy, _sigma):  # never told sigma
+        x = torch.from_numpy(noisy.astype(np.float32))
+        x = x.permute(2, 0, 1)[None] if x.ndim == 3 else x[None, None]
+        y = run.model.restore(x)[0]
+        return (y.permute(1, 2, 0) if noisy.ndim == 3 else y[0]).double().numpy()
+
+    def bm3d_known(noisy, sigma):
+        return bm3d.bm3d_rgb(noisy, sigma) if noisy.ndim == 3 else bm3d.bm3d(noisy, sigma)
+
+    def nlm_known(noisy, sigma):  # scikit-image's gallery settings for its fast mode
+        return denoise_nl_means(noisy, h=0.6 * sigma, sigma=sigma, fast_mode=True, patch_size=5, patch_distance=6,
+                                channel_axis=-1 if noisy.ndim == 3 else None)
+
+    def wavelet_known(noisy, sigma):
+        colour = noisy.ndim == 3
+        return denoise_wavelet(noisy, sigma=sigma, method="BayesShrink", mode="soft", rescale_sigma=True,
+                               channel_axis=-1 if colour else None, convert2ycbcr=colour)
+
+    return {"aekit": aekit_blind, "bm3d": bm3d_known, "nlm": nlm_known, "wavelet": wavelet_known}
+
+
+def evaluate_set(name: str, run, images: list, log) -> tuple[list, dict]:
+    import numpy as np
+    import torch
+
+    from aekit.metrics.pixels import psnr_per_image, ssim_per_image
+
+    rows, examples = [], {}
+    fns = denoisers(run)
+    to_torch = lambda a: torch.from_numpy(a).permute(2, 0, 1)[None] if a.ndim == 3 else torch.from_numpy(a)[None, None]  # noqa: E731
+    for sigma in SIGMAS:
+        scores = {m: {"psnr": [], "ssim": [], "seconds": 0.0} for m in METHODS}
+        megapixels = 0.0
+        for i, (stem, clean) in enumerate(images):
+            noisy = noisy_image(clean, sigma, i)
+            megapixels += clean.shape[0] * clean.shape[1] / 1e6
+            for method, fn in fns.items():
+                t0 = time.perf_counter()
+                out = np.clip(fn(noisy, sigma / 255), 0, 1)
+                scores[method]["seconds"] += time.perf_counter() - t0
+                scores[method]["psnr"].append(float(psnr_per_image(to_torch(out), to_torch(clean))[0]))
+                scores[method]["ssim"].append(float(ssim_per_image(to_torch(out), to_torch(clean))[0]))
+                if sigma == 25 and i == 0:
+                    examples.setdefault("noisy", np.clip(noisy, 0, 1))
+                    examples["clean"] = clean
+                    examples[method] = out
+        for method in METHODS:
+            s = scores[method]
+            rows.append({"set": name, "sigma": sigma, "method": method, "images": len(images),
+                         "psnr_db": float(np.mean(s["psnr"])), "ssim": float(np.mean(s["ssim"])),
+                         "seconds_per_megapixel": s["seconds"] / megapixels, "psnr_per_image": s["psnr"]})
+        log(f"  {name} sigma {sigma}: " + ", ".join(f"{r['method']} {r['psnr_db']:.2f}" for r in rows[-len(METHODS):]))
+    return rows, examples
+
+
+def large_photos(data_dir: Path, log) -> list:
+    """``aekit denoise`` end to end on a 768x512 Kodak photo (colour model) and a 512x512 grey Set12 image (grey
+    model), each in its own process: the peak memory of the command (ru_maxrss) and its time."""
+    import tempfile
+
+    cases = [("denoise-rgb", data_dir / "kodak" / "kodim01.png"), ("denoise-grey", data_dir / "set12" / "08.png")]
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for spec, image in cases:
+            code = ("import resource, sys, time; from aekit.cli import main; t = time.perf_counter(); "
+                    f"rc = main(['denoise', {str(WEIGHTS / spec)!r}, {str(image)!r}, '--noise-std', '{25 / 255:.6f}', "
+                    f"'-o', {tmp!r} + '/{spec}']); "
+                    "print('SECONDS', time.perf_counter() - t); "
+                    "print('PEAK_MB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024); sys.exit(rc)")
+            env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+            done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+            values = dict(line.split(None, 1) for line in done.stdout.strip().splitlines())
+            from PIL import Image
+
+            size = Image.open(image).size
+            out.append({"model": spec, "image": image.name, "size": f"{size[0]}x{size[1]}",
+                        "psnr_noisy_db": float(values["psnr_noisy_db"]),
+                        "psnr_denoised_db": float(values["psnr_denoised_db"]),
+                        "seconds": float(values["SECONDS"]), "peak_memory_mb": float(values["PEAK_MB"])})
+            log(f"  aekit denoise {image.name}: {out[-1]}")
+    return out
+
+
+def figure(examples: dict) -> None:
+    """noisy | aekit | BM3D | clean: a 128x128 crop of the first image of each set at sigma 25."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    tiles, crop, pad = [], 128, 4
+    for name, ex in examples.items():
+        h, w = ex["clean"].shape[:2]
+        y0, x0 = (h - crop) // 2, (w - crop) // 2
+        row = []
+        for key in ("noisy", "aekit", "bm3d", "clean"):
+            a = (ex[key][y0:y0 + crop, x0:x0 + crop] * 255).round().astype(np.uint8)
+            row.append(np.repeat(a[..., None], 3, axis=2) if a.ndim == 2 else a)
+        tiles.append(row)
+    scale, label = 2, 18
+    width = 4 * crop * scale + 5 * pad
+    height = len(tiles) * (crop * scale + pad) + pad + label
+    canvas = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(canvas)
+    for j, title in enumerate(("noisy (sigma 25)", "aekit (blind)", "BM3D (told sigma)", "clean")):
+        draw.text((pad + j * (crop * scale + pad) + 4, 3), title, fill="black")
+    for i, row in enumerate(tiles):
+        for j, a in enumerate(row):
+            tile = Image.fromarray(a).resize((crop * scale, crop * scale), Image.Resampling.NEAREST)
+            canvas.paste(tile, (pad + j * (crop * scale + pad), label + pad + i * (crop * scale + pad)))
+    FIGURE.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(FIGURE)
+
+
+def markdown(result: dict) -> str:
+    lines = [SECTION, "", f"One run ({result['date']}, {result['machine']}), every method on the same noisy images "
+             "(Gaussian, seeded, not clipped; outputs clipped to [0, 1]); aekit's model is blind, the others are told "
+             "sigma. PSNR in dB / SSIM, means over the images. `python bench/denoise.py --evaluate-only` re-checks "
+             "it from `bench/weights/photo-denoise/`.", ""]
+    for name in TEST_SETS:
+        rows = [r for r in result["rows"] if r["set"] == name]
+        if not rows:
+            continue
+        lines += [f"**{name}** ({rows[0]['images']} images)", "",
+                  "| sigma | aekit (blind) | BM3D | non-local means | wavelet | " + PUBLISHED[name]["name"] + " |",
+                  "|---:|---:|---:|---:|---:|---:|"]
+        for sigma in SIGMAS:
+            cell = {r["method"]: f"{r['psnr_db']:.2f} / {r['ssim']:.3f}" for r in rows if r["sigma"] == sigma}
+            lines.append(f"| {sigma} | " + " | ".join(cell[m] for m in METHODS)
+                         + f" | {PUBLISHED[name]['psnr_db'][sigma]:.2f} |")
+        speed = {r["method"]: r["seconds_per_megapixel"] for r in rows if r["sigma"] == 25}
+        lines += ["", f"Seconds per megapixel at sigma 25: aekit {speed['aekit']:.2f}, BM3D {speed['bm3d']:.1f}, "
+                  f"non-local means {speed['nlm']:.2f}, wavelet {speed['wavelet']:.2f}.", ""]
+    for row in result.get("large", []):
+        lines.append(f"- `aekit denoise` on {row['image']} ({row['size']}, {row['model']}, sigma 25): "
+                     f"{row['psnr_noisy_db']:.2f} -> {row['psnr_denoised_db']:.2f} dB in {row['seconds']:.1f} s, "
+                     f"peak memory {row['peak_memory_mb']:.0f} MB.")
+    lines += ["", "![noisy, aekit, BM3D, clean](images/denoise.png)"]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data"))
+    parser.add_argument("--evaluate-only", action="store_true")
+    parser.add_argument("--train-only", action="store_true")
+    parser.add_argument("--only", default=None, help="the runs whose name ends with this (rgb or grey)")
+    parser.add_argument("--images", type=int, default=None, help="only the first N images of each set")
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    sys.path.insert(0, str(REPO / "src"))
+    import torch
+
+    import aekit
+    from aekit.cpu import tune_cpu
+
+    tune_cpu()
+    log = lambda message: print(message, flush=True)  # noqa: E731
+    data_dir = Path(args.data_dir)
+    specs = [s for s in RUNS if args.only is None or s.name.endswith(args.only)]
+    if not args.evaluate_only:
+        data = training_cache(data_dir)
+        for spec in specs:
+            if faces.unfinished(spec, WEIGHTS):
+                faces.train(spec, data, log, scratch=SCRATCH, weights=WEIGHTS)
+        if args.train_only:
+            return
+    result = {"date": time.strftime("%Y-%m-%d"), "machine": f"{os.cpu_count()} cores, {platform.processor() or 'cpu'}",
+              "torch": torch.__version__, "rows": [], "trained_epochs": {}}
+    examples = {}
+    for name, (spec_name, _) in TEST_SETS.items():
+        if not (WEIGHTS / spec_name / "model.safetensors").exists() or spec_name not in {s.name for s in specs}:
+            continue
+        run = aekit.load(WEIGHTS / spec_name)
+        result["trained_epochs"][spec_name] = run.epoch
+        rows, examples[name] = evaluate_set(name, run, test_images(data_dir, name, args.images), log)
+        result["rows"] += rows
+    if args.images is None and all((WEIGHTS / s / "model.safetensors").exists() for s, _ in TEST_SETS.values()):
+        result["large"] = large_photos(data_dir, log)
+    print(markdown(result))
+    if not args.no_write and args.images is None:
+        RESULTS_JSON.write_text(json.dumps(result, indent=2) + "\n")
+        figure(examples)
+        faces.write_section(markdown(result), SECTION)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""Photo denoising: the unet backbone (symmetric skips, a full-resolution code), unclipped training noise, the
+noise-level estimate, and ``aekit denoise`` on photos that are already noisy."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+import aekit
+from aekit.core.config import preset
+from aekit.core.model import Autoencoder
+from aekit.core.objectives import apply_corruption, draw_noise, loss_with_noise
+from aekit.core.resnet import receptive_radius
+from aekit.core.tiling import tiled
+from aekit.errors import AekitError
+from aekit.metrics.pixels import estimate_noise_std
+
+
+def unet(c=3, **options):
+    cfg = preset("dae", arch="unet", hidden=(8, 16, 16), latent_channels=6, noise_std=0.2, **options)
+    cfg.model = dataclasses.replace(cfg.model, channels=c, height=32, width=32)
+    return cfg
+
+
+def perturbed(model):
+    """Random weights everywhere (the zero-initialised last convolutions of the residual blocks too)."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    return model.eval()
+
+
+def test_the_unet_takes_any_size_and_its_code_is_at_half_resolution():
+    model = perturbed(Autoencoder(unet().model))
+    for h, w in ((32, 32), (37, 45), (5, 70)):  # the U pads to its grid of 8 inside, the code is cropped back
+        x = torch.rand(2, 3, h, w, generator=torch.Generator().manual_seed(h * w))
+        assert model.reconstruct(x).shape == (2, 3, h, w)
+        assert model.embed(x).shape == (2, 6, -(-h // 2), -(-w // 2))
+    assert model.config.factor == 2 and model.config.grid == 8
+
+
+def test_the_skips_carry_detail_a_bottleneck_would_lose():
+    """One pixel changed: the unet's output changes at that pixel at once (through the skips), before any training."""
+    model = perturbed(Autoencoder(unet().model))
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    y = x.clone()
+    y[..., 17, 9] = 1 - y[..., 17, 9]
+    with torch.no_grad():
+        change = (model(y) - model(x)).abs().sum(1)[0]
+    assert change[17, 9] > 0
+    assert change[17, 9] >= change.max() * 0.2  # the change is centred where the pixel changed
+
+
+def test_a_large_photo_through_the_unet_in_tiles_equals_the_whole_photo():
+    cfg = unet().model
+    model = perturbed(Autoencoder(cfg))
+    x = torch.rand(1, 3, 150, 230, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        whole = model(x)
+        pieces = tiled(model, x, factor=cfg.grid, tile=64, margin=receptive_radius(cfg))
+        off_grid = tiled(model, x, factor=2, tile=62, margin=receptive_radius(cfg))  # tiles off the U's grid
+    torch.testing.assert_close(pieces, whole, atol=1e-5, rtol=0)
+    assert (off_grid - whole).abs().max() > 1e-4
+
+
+def test_unclipped_noise_keeps_values_outside_0_1():
+    x = torch.full((4, 1, 8, 8), 0.02)
+    noise = {"gauss": torch.randn(x.shape, generator=torch.Generator().manual_seed(0))}
+    clipped = apply_corruption(x, noise, noise_std=0.3, mask_prob=0, salt_pepper=0)
+    raw = apply_corruption(x, noise, noise_std=0.3, mask_prob=0, salt_pepper=0, clip=False)
+    assert clipped.min() == 0 and raw.min() < -0.3
+    torch.testing.assert_close(raw, x + 0.3 * noise["gauss"])
+    cfg = unet(noise_clip=False, noise_std_min=0.0)
+    model = Autoencoder(cfg.model)
+    batch = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    drawn = draw_noise(batch, cfg.objective, model.latent_shape(batch), "point", torch.Generator().manual_seed(2))
+    loss_with_noise(model, batch, drawn, cfg.objective)["loss"].backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_unet_options_are_checked():
+    with pytest.raises(AekitError, match="unet needs --latent-channels"):
+        preset("dae", arch="unet", hidden=(8, 16))
+    with pytest.raises(AekitError, match="unet needs"):
+        preset("dae", arch="unet", hidden=(8, 16), latent_channels=4, downsample=8)
+
+
+@pytest.mark.parametrize("sigma", [5, 15, 25, 50])
+def test_the_noise_estimate_reads_the_std_of_gaussian_noise(sigma):
+    g = torch.Generator().manual_seed(sigma)
+    smooth = torch.linspace(0.2, 0.8, 96).repeat(2, 3, 96, 1)  # a ramp: no fine texture of its own
+    noisy = smooth + sigma / 255 * torch.randn(smooth.shape, generator=g)
+    estimate = estimate_noise_std(noisy) * 255
+    assert estimate.shape == (2,)
+    np.testing.assert_allclose(estimate, sigma, rtol=0.08)
+    assert estimate_noise_std(smooth).max() < 0.5 / 255
+
+
+def test_denoise_a_photo_that_is_already_noisy(tmp_path, capsys):
+    """No --noise-std: the photo is denoised as it is (the model's output, same size) and its noise estimated."""
+    from PIL import Image
+
+    from aekit.cli import main
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (40, 3, 16, 16), generator=g, dtype=torch.uint8)
+    splits = aekit.Splits(aekit.ImageSet(images[:32], None, "a"), aekit.ImageSet(images[32:], None, "b"))
+    run = aekit.train("dae", arch="unet", hidden=(8, 16), latent_channels=4, noise_std=0.1, epochs=1, batch_size=16,
+                      splits=splits, out=tmp_path / "run", progress=False, log=None)
+    ramp = np.linspace(60, 200, 90)[None, :, None].repeat(70, 0).repeat(3, 2)
+    noisy = np.clip(ramp + 20 * np.random.default_rng(0).standard_normal(ramp.shape), 0, 255).astype(np.uint8)
+    Image.fromarray(noisy).save(tmp_path / "noisy.png")
+    assert main(["denoise", str(run.path), str(tmp_path / "noisy.png"), "-o", str(tmp_path / "out")]) == 0
+    values = dict(line.split(None, 1) for line in capsys.readouterr().out.strip().splitlines())
+    assert abs(float(values["estimated_noise_std"]) * 255 - 20) < 2
+    out = np.asarray(Image.open(tmp_path / "out" / "noisy.png"))
+    expected = run.model.reconstruct(torch.from_numpy(noisy).permute(2, 0, 1)[None])[0]
+    np.testing.assert_array_equal(out, (expected * 255).round().byte().permute(1, 2, 0).numpy())

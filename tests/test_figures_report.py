@@ -133,7 +133,7 @@ def test_evaluate_report_and_compare_every_family(runs, capsys, tmp_path):
         assert ("manifold.png" in files) == (family == "vae")  # the only 2-D latent
         assert ("activations.png" in files) == (family == "sae")
         assert ("kl_per_dim.png" in files) == (family == "vae")
-        assert {"losses.png", "reconstructions.png", "samples.png", "denoising.png", "latent.png",
+        assert {"losses.png", "reconstructions.png", "samples.png", "denoising.png", "anomalies.png", "latent.png",
                 "traversals.png", "interpolations.png", "filters.png"} <= files
 
     table = tmp_path / "table.md"

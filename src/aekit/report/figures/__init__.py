@@ -15,14 +15,14 @@ from ...data import Splits
 from ...errors import AekitError
 from ...files import atomic_write_bytes, atomic_write_json, make_folder
 from ...run import Run
-from .images import denoising_figure, filters_figure, interpolation_figure, reconstructions_figure, samples_figure
+from .images import anomaly_figure, denoising_figure, filters_figure, interpolation_figure, reconstructions_figure, samples_figure
 from .latent import activations_figure, kl_figure, latent_figure, losses_figure, manifold_figure, traversals_figure
 from .plotting import Drawn
 
 FIGURES_DIR = "figures"
 INDEX = "index.json"
 FIGURE_FILES = (
-    "losses", "reconstructions", "samples", "denoising", "latent", "manifold", "traversals",
+    "losses", "reconstructions", "samples", "denoising", "anomalies", "latent", "manifold", "traversals",
     "interpolations", "kl_per_dim", "activations", "filters",
 )
 
@@ -58,6 +58,7 @@ def make_figures(
         "reconstructions": lambda: reconstructions_figure(model, splits),
         "samples": lambda: samples_figure(model, seed=seed),
         "denoising": lambda: denoising_figure(model, splits, metrics, trained=objective.noise_std, seed=seed),
+        "anomalies": lambda: anomaly_figure(model, splits, objective),
         "latent": lambda: latent_figure(model, splits, seed=seed),
         "manifold": lambda: manifold_figure(model, splits),
         "traversals": lambda: traversals_figure(model, splits, metrics),

@@ -80,6 +80,32 @@ def denoising_figure(model: Autoencoder, splits: Splits, metrics: dict | None, *
     )
 
 
+def anomaly_figure(model: Autoencoder, splits: Splits, objective, n: int = 10, limit: int = 2000) -> Drawn | None:
+    """The test images the model scores most and least anomalous (its family's default score), each with its
+    reconstruction and its per-pixel error map on one colour scale."""
+    from ...anomaly import default_score, heatmap, pixel_map, score_tensor
+
+    if model.config.spatial or len(splits.test) < 2 * n:
+        return None
+    x = model.prepare(splits.test.images[:limit])
+    kind = default_score(model)
+    order = score_tensor(model, objective, x, kind).argsort()
+    rows, labels = [], []
+    errors = pixel_map(model, x[order[-n:][::-1].copy()]), pixel_map(model, x[order[:n].copy()])
+    top = float(max(e.max() for e in errors))
+    for name, picked, err in (("most anomalous", order[-n:][::-1].copy(), errors[0]),
+                              ("most typical", order[:n].copy(), errors[1])):
+        images = x[picked]
+        rgb = lambda t: t.expand(-1, 3, -1, -1) if t.shape[1] == 1 else t  # noqa: E731
+        rows += [rgb(images), rgb(model.reconstruct(images)), torch.stack([heatmap(e, top) for e in err])]
+        labels += [f"{name}\n({kind} score)", "reconstruction", "error map"]
+    fig = image_rows_figure(rows, labels, f"Anomaly scores: the {n} highest and lowest of {len(x)} test images")
+    return png(fig), "Anomalies", (
+        f"The test images with the highest and the lowest {kind} scores (aekit score's default for this family; "
+        "higher = more anomalous), their reconstructions, and the squared error per pixel (inferno, one scale for "
+        "both groups: black is none). `aekit score RUN INPUT -o scores.csv --maps DIR` writes such maps.")
+
+
 def interpolation_figure(model: Autoencoder, splits: Splits, pairs: int = 4, steps: int = 9) -> Drawn | None:
     """Linear interpolation between the codes of test images (of different labels where known)."""
     test = splits.test

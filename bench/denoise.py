@@ -243,7 +243,10 @@ def markdown(result: dict) -> str:
         rows = [r for r in result["rows"] if r["set"] == name]
         if not rows:
             continue
-        lines += [f"**{name}** ({rows[0]['images']} images)", "",
+        spec = next(r for r in RUNS if r.name == TEST_SETS[name][0])
+        done = result["trained_epochs"].get(spec.name, 0)
+        progress = "" if done >= spec.epochs else f"; aekit's model after {done} of {spec.epochs} epochs (in progress)"
+        lines += [f"**{name}** ({rows[0]['images']} images{progress})", "",
                   "| sigma | aekit (blind) | BM3D | non-local means | wavelet | " + PUBLISHED[name]["name"] + " |",
                   "|---:|---:|---:|---:|---:|---:|"]
         for sigma in SIGMAS:

@@ -73,6 +73,11 @@ def test_unclipped_noise_keeps_values_outside_0_1():
     raw = apply_corruption(x, noise, noise_std=0.3, mask_prob=0, salt_pepper=0, clip=False)
     assert clipped.min() == 0 and raw.min() < -0.3
     torch.testing.assert_close(raw, x + 0.3 * noise["gauss"])
+    model = Autoencoder(unet().model).eval()
+    torch.testing.assert_close(model.restore(raw.expand(-1, 3, -1, -1)), model(raw.expand(-1, 3, -1, -1)))
+    for bad in (torch.zeros(1, 3, 8, 8, dtype=torch.uint8), torch.full((1, 3, 8, 8), float("nan")), torch.zeros(3, 8, 8)):
+        with pytest.raises(AekitError, match="restore takes finite float images"):
+            model.restore(bad)
     cfg = unet(noise_clip=False, noise_std_min=0.0)
     model = Autoencoder(cfg.model)
     batch = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))

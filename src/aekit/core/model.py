@@ -243,7 +243,7 @@ class Autoencoder(nn.Module):
     def restore(self, x: torch.Tensor) -> torch.Tensor:
         """The model's output for float images (N, C, H, W) taken as they are, values outside [0, 1] included: the
         noisy images of a denoising benchmark, whose Gaussian noise is not clipped (a large photo in tiles)."""
-        if x.ndim != 4 or x.shape[1] != self.config.channels or not torch.isfinite(x).all():
+        if not x.is_floating_point() or x.ndim != 4 or x.shape[1] != self.config.channels or not torch.isfinite(x).all():
             raise AekitError(f"restore takes finite float images (N, {self.config.channels}, H, W); got "
                              f"{tuple(x.shape)}")
         self.eval()

@@ -15,7 +15,14 @@ from ...data import Splits
 from ...errors import AekitError
 from ...files import atomic_write_bytes, atomic_write_json, make_folder
 from ...run import Run
-from .images import anomaly_figure, denoising_figure, filters_figure, interpolation_figure, reconstructions_figure, samples_figure
+from .images import (
+    anomaly_figure,
+    denoising_figure,
+    filters_figure,
+    interpolation_figure,
+    reconstructions_figure,
+    samples_figure,
+)
 from .latent import activations_figure, kl_figure, latent_figure, losses_figure, manifold_figure, traversals_figure
 from .plotting import Drawn
 

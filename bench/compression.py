@@ -246,9 +246,7 @@ def main() -> None:
     data = photos.photo_cache(data_dir)
     specs = [s for s in RUNS if args.only is None or s.name.endswith(args.only)]
     if not args.evaluate_only:
-        for spec in specs:
-            if faces.unfinished(spec, WEIGHTS):
-                faces.train(spec, data, log, scratch=SCRATCH, weights=WEIGHTS)
+        faces.train_unfinished(specs, data, log, scratch=SCRATCH, weights=WEIGHTS)
         if args.train_only:
             return
     trained = [s for s in specs if (WEIGHTS / s.name / "model.safetensors").exists()]

@@ -37,7 +37,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
-import faces  # noqa: E402  (bench/ is not a package): train, keep, unfinished, write_section
+import faces  # noqa: E402  (bench/ is not a package): train_unfinished, write_section
 
 WEIGHTS = HERE / "weights" / "photo-denoise"
 SCRATCH = HERE / "results" / "tmp" / "denoise"
@@ -285,9 +285,7 @@ def main() -> None:
     specs = [s for s in RUNS if args.only is None or s.name.endswith(args.only)]
     if not args.evaluate_only:
         data = training_cache(data_dir)
-        for spec in specs:
-            if faces.unfinished(spec, WEIGHTS):
-                faces.train(spec, data, log, scratch=SCRATCH, weights=WEIGHTS)
+        faces.train_unfinished(specs, data, log, scratch=SCRATCH, weights=WEIGHTS)
         if args.train_only:
             return
     result = {"date": time.strftime("%Y-%m-%d"), "machine": f"{os.cpu_count()} cores, {platform.processor() or 'cpu'}",

@@ -173,6 +173,13 @@ def unfinished(spec, weights: Path = WEIGHTS) -> bool:
         len(path.read_text().splitlines()) < spec.epochs
 
 
+def train_unfinished(specs, data: Path, log, scratch: Path = SCRATCH, weights: Path = WEIGHTS) -> None:
+    """Train (or resume) every spec that still has training to do (:func:`unfinished`), one after another."""
+    for spec in specs:
+        if unfinished(spec, weights):
+            train(spec, data, log, scratch=scratch, weights=weights)
+
+
 def keep(run_dir: Path, target: Path) -> None:
     """A finished run's weights in half precision, its config and its curve, in ``target`` (committed)."""
     import torch

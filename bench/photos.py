@@ -187,9 +187,7 @@ def main() -> None:
     data_dir = Path(args.data_dir)
     data = photo_cache(data_dir)
     if not args.baseline_only and not args.evaluate_only:
-        for spec in RUNS:
-            if faces.unfinished(spec, WEIGHTS):
-                faces.train(spec, data, log, scratch=SCRATCH, weights=WEIGHTS)
+        faces.train_unfinished(RUNS, data, log, scratch=SCRATCH, weights=WEIGHTS)
         if args.train_only:
             return
     import torch

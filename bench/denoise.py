@@ -70,7 +70,7 @@ class Spec:
                 "--lr-schedule", "cosine", "--seed", "0", "--out", out]
 
 
-RUNS = (Spec("denoise-rgb", 3, 1500), Spec("denoise-grey", 1, 1500))
+RUNS = (Spec("denoise-rgb", 3, 600), Spec("denoise-grey", 1, 600))
 TEST_SETS = {"cbsd68": ("denoise-rgb", 3), "set12": ("denoise-grey", 1)}
 
 

@@ -124,3 +124,28 @@ def test_denoise_a_photo_that_is_already_noisy(tmp_path, capsys):
     out = np.asarray(Image.open(tmp_path / "out" / "noisy.png"))
     expected = run.model.reconstruct(torch.from_numpy(noisy).permute(2, 0, 1)[None])[0]
     np.testing.assert_array_equal(out, (expected * 255).round().byte().permute(1, 2, 0).numpy())
+
+
+def test_a_unet_is_not_sampled_and_trains_without_fitting_a_code_gaussian(tmp_path):
+    """No bottleneck, so no samples: training skips the per-epoch code Gaussian (a denoiser's epochs over a few
+    hundred photos spent a quarter of their time on it), and sample, the report's samples and the latent score
+    say why they are refused."""
+    from aekit.anomaly import score
+    from aekit.report.figures.images import samples_figure
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (40, 3, 16, 16), generator=g, dtype=torch.uint8)
+    splits = aekit.Splits(aekit.ImageSet(images[:32], None, "a"), aekit.ImageSet(images[32:], None, "b"))
+    run = aekit.train("dae", arch="unet", hidden=(8, 16), latent_channels=4, noise_std=0.1, epochs=1, batch_size=16,
+                      splits=splits, out=tmp_path / "run", progress=False, log=None)
+    assert not run.model.can_sample
+    assert torch.equal(run.model.code_mean, torch.zeros(4)) and torch.equal(run.model.code_scale_tril, torch.eye(4))
+    with pytest.raises(AekitError, match="no bottleneck to sample from"):
+        run.model.sample(2)
+    assert samples_figure(run.model) is None
+    with pytest.raises(AekitError, match="latent score needs a bottleneck"):
+        score(run, images[32:], "latent")
+    assert score(run, images[32:], "mse").shape == (8,)
+    resnet = aekit.train("ae", arch="resnet", hidden=(8, 16), latent_channels=4, downsample=4, epochs=1,
+                         batch_size=16, splits=splits, out=tmp_path / "resnet", progress=False, log=None)
+    assert resnet.model.can_sample and not torch.equal(resnet.model.code_mean, torch.zeros(4))

@@ -78,6 +78,9 @@ def score_tensor(model: Autoencoder, objective, x_all: torch.Tensor, kind: str |
     if kind in ("elbo", "iwae") and not model.is_variational:
         raise AekitError(f"the {kind} score needs a VAE (this model's code is not variational): use mse, nll or "
                          "latent")
+    if kind == "latent" and not model.can_sample:
+        raise AekitError("the latent score needs a bottleneck code (an --arch unet code is a denoiser's features): "
+                         "use mse or nll")
     if kind == "latent" and model.is_variational:
         raise AekitError("the latent score is a deterministic code's (its Gaussian is fitted to the training codes): "
                          "score a VAE with elbo, iwae, nll or mse")

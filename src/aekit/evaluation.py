@@ -153,6 +153,8 @@ def evaluate(
         out["skipped"]["representation"] = "the data has no labels (or one class)"
     if not frechet:
         out["skipped"]["generation"] = "not asked for"
+    elif not model.can_sample:
+        out["skipped"]["generation"] = "the model has no bottleneck to sample from (--arch unet)"
     elif labelled and len(torch.unique(splits.train.labels)) > 1 and len(test) >= 2:
         group("generation", lambda: _generation(model, splits, full_test, data_name, classifier_dir, seed, log))
     elif len(test) < 2:

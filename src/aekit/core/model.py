@@ -146,6 +146,12 @@ class Autoencoder(nn.Module):
     def is_variational(self) -> bool:
         return self.config.latent == "gaussian"
 
+    @property
+    def can_sample(self) -> bool:
+        """Whether decoded code draws are images: not for the unet, whose code is a denoiser's features with the
+        detail held in its skips (no bottleneck), so neither a prior nor a Gaussian over it describes images."""
+        return self.config.arch != "unet"
+
     def latent_shape(self, images: torch.Tensor | tuple[int, int] | None = None) -> tuple[int, ...]:
         """One image's code: ``(D,)``, or ``(C, h, w)`` for a spatial latent and images (or an ``(H, W)``) of that
         size (default the training size)."""
@@ -278,6 +284,9 @@ class Autoencoder(nn.Module):
     def draw_codes(self, n: int, seed: int = 0, size: tuple[int, int] | None = None) -> torch.Tensor:
         """The codes :meth:`sample` decodes: ``n`` draws from the prior N(0, I) (VAE) or the fitted code Gaussian,
         (n, D) or (n, C, h, w); a map's Gaussian is over its channels, the same at every position."""
+        if not self.can_sample:
+            raise AekitError("this model (--arch unet) has no bottleneck to sample from: its code is a denoiser's "
+                             "features, the detail is in its skips")
         generator = torch.Generator().manual_seed(seed)
         shape = self.latent_shape(size)
         if self.config.spatial:  # channels last for the draw, then (n, h, w, C) -> (n, C, h, w)

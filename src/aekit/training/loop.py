@@ -183,7 +183,7 @@ def _end_epoch(state: TrainState, config: RunConfig, train: ImageSet, test: Imag
     model = state.model
     if test is not None:
         row.update({f"test_{k}": v for k, v in evaluate_losses(model, test, config, workers=workers).items()})
-    if not model.is_variational:  # fitted to the codes of whole images, or of their centres with --crop
+    if not model.is_variational and model.can_sample:  # fitted to the codes of whole images (centres with --crop)
         codes_of = center_crop_set(train, config.data.crop) if config.data.crop else train
         fit_code_distribution(model, codes_of, seed=config.train.seed, workers=workers)
     row = {**row, "epoch_seconds": round(time.perf_counter() - t0, 4), **speed}

@@ -35,7 +35,9 @@ def reconstructions_figure(model: Autoencoder, splits: Splits, n: int = 10, pair
     return png(fig), "Reconstructions", f"Test images (odd rows) and the decoder's mean image of {code} (even rows)."
 
 
-def samples_figure(model: Autoencoder, n: int = 60, seed: int = 0) -> Drawn:
+def samples_figure(model: Autoencoder, n: int = 60, seed: int = 0) -> Drawn | None:
+    if not model.can_sample:
+        return None
     samples = model.sample(n, seed=seed)
     rows = [samples[i : i + 12] for i in range(0, n, 12)]
     if model.is_variational:

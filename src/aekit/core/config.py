@@ -41,8 +41,9 @@ __all__ = ["ARCHS", "FAMILIES", "FAMILY_DEFAULTS", "PARTS", "DataConfig", "Inter
            "ObjectiveConfig", "Option", "RunConfig", "TrainConfig", "from_dict", "option", "options", "preset"]
 
 FAMILIES = ("ae", "dae", "sae", "vae")
-ARCHS = ("mlp", "conv", "resnet", "unet")
-DEFAULT_HIDDEN = {"mlp": (512, 256), "conv": (32, 64, 128), "resnet": (48, 96, 192), "unet": (32, 64, 128, 256)}
+ARCHS = ("mlp", "conv", "resnet", "unet", "gdn")
+DEFAULT_HIDDEN = {"mlp": (512, 256), "conv": (32, 64, 128), "resnet": (48, 96, 192), "unet": (32, 64, 128, 256),
+                  "gdn": (128, 128, 128, 128)}
 RESNET_WIDTHS = (48, 96, 192, 192, 256, 256, 256)  # stage widths by depth, for a --downsample f without --hidden
 MAX_INPUT_VALUES = 4 * 1024 * 1024  # C*H*W a model takes: beyond this an MLP's first layer alone is many GB
 # What each family changes from the dataclass defaults: preset() applies it, help texts quote it.
@@ -60,7 +61,9 @@ class ModelConfig:
 
     arch: str = option("mlp", "backbone: mlp; conv (stride-2 convolutions); resnet (residual stages with GroupNorm "
                        "and SiLU, resize-conv upsampling: for photos); unet (the resnet's stages in a U with skips "
-                       "and a full-resolution code: a photo denoiser, --latent-channels C)", choices=ARCHS)
+                       "and a full-resolution code: a photo denoiser, --latent-channels C); gdn (Balle et al.'s compression "
+                       "transforms: stride-2 5x5 convolutions with GDN, sub-pixel convolutions with inverse GDN back; "
+                       "--latent-channels C)", choices=ARCHS)
     # The image shape is the data's (aekit.train sets it), not an option.
     channels: int = 1
     height: int = 28
@@ -87,12 +90,14 @@ class ModelConfig:
         "at full resolution (much cheaper on a CPU)", choices=(1, 2, 4, 8),
     )
     latent_channels: int = option(
-        0, "a spatial latent of C x H/f x W/f (resnet): the model is fully convolutional and takes any image size; "
-        "0: a vector latent of --latent-dim", bounds="[0, 1024]", metavar="C",
+        0, "a spatial latent of C x H/f x W/f (resnet, unet, gdn): the model is fully convolutional and takes any image "
+        "size; 0: a vector latent of --latent-dim", bounds="[0, 1024]", metavar="C",
     )
     downsample: int = option(
-        0, "the resnet's factor f (a power of 2, at least --patch): stages = log2(f / patch) + 1, widths by default "
-        + ",".join(map(str, RESNET_WIDTHS)) + " cut to that many; 0: from --hidden", bounds="[0, 256]", metavar="F",
+        0, "the backbone's factor f (a power of 2). resnet: at least --patch, stages = log2(f / patch) + 1, widths "
+        "by default "
+        + ",".join(map(str, RESNET_WIDTHS)) + " cut to that many; gdn: log2(f) convolutions of 128 channels; 0: from "
+        "--hidden", bounds="[0, 256]", metavar="F",
     )
     pca_path: bool = option(False, "a frozen PCA beside the network (vector codes): code and reconstruction are "
                             "PCA's plus learned corrections that start at 0, so training starts as good as PCA")
@@ -101,6 +106,8 @@ class ModelConfig:
         check_types(self)
         if self.downsample and self.arch == "resnet" and not self.hidden and self.downsample >= self.patch:
             self.hidden = RESNET_WIDTHS[: (self.downsample // self.patch).bit_length()]
+        if self.downsample > 1 and self.arch == "gdn" and not self.hidden:  # one stride-2 convolution per halving
+            self.hidden = DEFAULT_HIDDEN["gdn"][:1] * (self.downsample.bit_length() - 1)
         self.hidden = tuple(self.hidden) or DEFAULT_HIDDEN.get(self.arch, ())
         _check_options(self)
         check_spatial(self)
@@ -133,7 +140,8 @@ class ModelConfig:
     @property
     def factor(self) -> int:
         """How much the backbone shrinks H and W (1 for the MLP, whose code is always a vector; the unet's patch)."""
-        return {"resnet": self.patch * 2 ** (len(self.hidden) - 1), "unet": self.patch}.get(self.arch, 1)
+        return {"resnet": self.patch * 2 ** (len(self.hidden) - 1), "unet": self.patch,
+                "gdn": 2 ** len(self.hidden)}.get(self.arch, 1)
 
     @property
     def grid(self) -> int:

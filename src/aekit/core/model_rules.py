@@ -21,7 +21,16 @@ def check_latent(m) -> None:
 
 
 def check_spatial(m) -> None:
-    """The backbone options that only the resnet (and unet) takes, and whether they agree."""
+    """The backbone options that only the resnet (and unet, gdn) takes, and whether they agree."""
+    if m.arch == "gdn":
+        for name, value in (("blocks", m.blocks if m.blocks != 1 else 0), ("patch", m.patch if m.patch != 2 else 0)):
+            if value:
+                raise AekitError(f"{name} needs --arch resnet (got --arch gdn)")
+        if not m.spatial or len(m.hidden) > 6 or (m.downsample and m.downsample != m.factor):
+            raise AekitError(f"--arch gdn needs --latent-channels C and at most 6 widths, one per halving (--hidden "
+                             f"{','.join(map(str, m.hidden))} gives a factor of {m.factor}; --downsample "
+                             f"{m.downsample or 'unset'})")
+        return
     if m.arch not in ("resnet", "unet"):
         for name, value in (("latent_channels", m.latent_channels), ("downsample", m.downsample),
                             ("blocks", m.blocks if m.blocks != 1 else 0), ("patch", m.patch if m.patch != 2 else 0)):

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from .config import ModelConfig
+from .gdn import GDNDecoder, GDNEncoder
 from .resnet import ResNetDecoder, ResNetEncoder
 from .unet import UNetEncoder
 
@@ -40,6 +41,9 @@ def build_backbones(config: ModelConfig) -> tuple[nn.Module, nn.Module, int]:
     if config.arch == "resnet":
         encoder = ResNetEncoder(config)
         return encoder, ResNetDecoder(config), encoder.feature_dim
+    if config.arch == "gdn":
+        encoder = GDNEncoder(config)
+        return encoder, GDNDecoder(config), encoder.feature_dim
     if config.arch == "unet":  # the U is the encoder; its full-resolution code is decoded by one resnet stage
         encoder = UNetEncoder(config)
         return encoder, ResNetDecoder(config, widths=config.hidden[:1]), encoder.feature_dim

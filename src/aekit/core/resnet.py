@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import gdn
 from .config import ModelConfig
 
 VECTOR_CHANNELS = 16  # channels of the feature map a vector code is read from and written to
@@ -90,6 +91,8 @@ def latent_size(config: ModelConfig, height: int, width: int) -> tuple[int, int]
 def receptive_radius(config: ModelConfig) -> int:
     """How far, in pixels, an output pixel of the whole autoencoder can see: a 3x3 convolution at a scale of s pixels
     per cell adds s; plus one cell of the latent grid for the nearest-neighbour upsampling and the alignment."""
+    if config.arch == "gdn":
+        return gdn.receptive_radius(config)
     p, blocks = config.patch, config.blocks
     scales = [p * 2**i for i in range(len(config.hidden))]
     convs = sum(2 * blocks * s for s in scales) + sum(scales[:-1])  # the blocks, and the down (or up) convolutions

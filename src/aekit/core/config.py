@@ -176,6 +176,9 @@ class ObjectiveConfig:
     lmbda: float | None = option(None, "rate-distortion trade-off: the loss per pixel is lambda x 255^2 x MSE + bits "
                                  "(CompressAI's; for --latent entropy), instead of --gaussian-std", bounds="(0, 1000]",
                                  metavar="LAMBDA")
+    distortion: str = option("mse", "the distortion D of a compressor's loss lambda x D + bits per pixel (with "
+                             "--lmbda): mse (D = 255^2 x MSE, CompressAI's) or ms-ssim (D = 1 - MS-SSIM; the images, "
+                             "or --crop, at least 161 pixels a side)", choices=("mse", "ms-ssim"))
     importance_samples: int = option(
         1, "train a VAE on the importance-weighted (IWAE) bound with K samples per image (Burda et al. 2015); "
         "1 is the ELBO: more are tighter and give better likelihoods, at about K times the decoder's cost",
@@ -206,6 +209,8 @@ class ObjectiveConfig:
     def __post_init__(self) -> None:
         check_types(self)
         _check_options(self)
+        if self.distortion != "mse" and self.lmbda is None:
+            raise AekitError(f"--distortion {self.distortion} is a compressor's: it needs --lmbda")
         if self.lmbda is not None and self.likelihood != "gaussian":
             raise AekitError(f"lmbda weighs a squared error: it needs --likelihood gaussian (got {self.likelihood})")
         if self.free_bits > 0 and self.importance_samples > 1:

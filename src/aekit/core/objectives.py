@@ -14,8 +14,10 @@ import torch
 from .config import ObjectiveConfig
 from .latent import standard_normal_log_prob
 from .likelihoods import LIKELIHOODS
+from .msssim import ms_ssim
 
 TERMS = ("loss", "recon", "kl", "sparsity")  # the loss and its terms, in this order wherever they are listed
+MS_SSIM_FLOOR = 1e-6  # the clamp of MS-SSIM's terms in a training loss: their powers are infinitely steep at 0
 
 
 def draw_noise(
@@ -93,6 +95,12 @@ def reconstruction_nll(logits: torch.Tensor, target: torch.Tensor, objective: Ob
     Broadcasting lets the importance-sampled evaluation score (K, B, C, H, W) decodings against
     (B, C, H, W) images without copying the images K times.
     """
+    if objective.lmbda is not None and objective.distortion == "ms-ssim":  # lambda (1 - MS-SSIM) per pixel, in nats
+        c, h, w = target.shape[-3:]
+        mean = torch.sigmoid(logits[..., :c, :, :])
+        similarity = ms_ssim(mean.reshape(-1, c, h, w), target.expand_as(mean).reshape(-1, c, h, w),
+                             floor=MS_SSIM_FLOOR).to(mean.dtype).view(mean.shape[:-3])
+        return objective.lmbda * h * w * math.log(2) * (1 - similarity)
     if objective.lmbda is not None:  # lambda 255^2 MSE per pixel, in nats per image: (lambda 255^2 ln 2 / C) x SSE
         weight = objective.lmbda * 255**2 * math.log(2) / target.shape[-3]
         return weight * (torch.sigmoid(logits[..., : target.shape[-3], :, :]) - target).pow(2).sum((-3, -2, -1))

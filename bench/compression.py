@@ -232,17 +232,6 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_section(text: str) -> None:
-    doc = DOC.read_text()
-    start = doc.find(SECTION)
-    if start < 0:
-        doc = doc.rstrip("\n") + "\n\n" + text
-    else:
-        end = doc.find("\n## ", start + len(SECTION))
-        doc = doc[:start] + text + ("" if end < 0 else doc[end + 1:])
-    DOC.write_text(doc)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data"))
@@ -290,7 +279,7 @@ def main() -> None:
     if not args.no_write:
         RESULTS_JSON.write_text(json.dumps(result, indent=2) + "\n")
         figure(result)
-        write_section(markdown(result))
+        faces.write_section(markdown(result), SECTION, DOC)
 
 
 if __name__ == "__main__":

@@ -356,16 +356,16 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_section(text: str, section: str = SECTION) -> None:
-    """Put ``text`` (starting with its ``section`` heading) in docs/results.md, in place of the old one."""
-    doc = RESULTS_MD.read_text(encoding="utf-8")
+def write_section(text: str, section: str = SECTION, path: Path = RESULTS_MD) -> None:
+    """Put ``text`` (starting with its ``section`` heading) in ``path`` (docs/results.md), in place of the old one."""
+    doc = path.read_text(encoding="utf-8")
     if section in doc:
         start = doc.index(section)
         end = doc.find("\n## ", start + len(section))
         doc = doc[:start] + text + (doc[end + 1:] if end != -1 else "")
     else:
         doc = doc.rstrip() + "\n\n" + text
-    RESULTS_MD.write_text(doc, encoding="utf-8")
+    path.write_text(doc, encoding="utf-8")
 
 
 def main() -> None:

@@ -25,7 +25,6 @@ Data: ``../shared/data/{mnist,fashion-mnist}`` (the standard IDX files, read fro
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -36,7 +35,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
-import faces  # noqa: E402  (bench/ is not a package): write_section
+import runs  # noqa: E402  (bench/ is not a package): the command line and docs helpers
 
 WEIGHTS = HERE / "weights" / "anomaly"
 RESULTS_JSON = HERE / "results" / "anomaly.json"
@@ -244,24 +243,17 @@ def markdown(result: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data"))
-    parser.add_argument("--evaluate-only", action="store_true")
-    parser.add_argument("--only", default=None, help="a dataset, or dataset/class")
-    parser.add_argument("--no-write", action="store_true")
+    parser = runs.parser(__doc__, only="a dataset, or dataset/class", train=False)
     parser.add_argument("--select", action="store_true",
                         help="compare the candidate settings on validation data from the training split; write "
                              "bench/results/anomaly_selection.json")
     parser.add_argument("--candidates", default=None, help="with --select: only these candidates (comma-separated)")
     args = parser.parse_args()
-    sys.path.insert(0, str(REPO / "src"))
+    log = runs.start()
     import torch
 
     import aekit
-    from aekit.cpu import tune_cpu
 
-    tune_cpu()
-    log = lambda message: print(message, flush=True)  # noqa: E731
     if args.select:
         names = args.candidates.split(",") if args.candidates else None
         select([d for d in DATASETS if args.only in (None, d)], args.data_dir, log, names, write=not args.no_write)
@@ -284,7 +276,7 @@ def main() -> None:
     print(markdown(result))
     if not args.no_write and args.only is None:
         RESULTS_JSON.write_text(json.dumps(result, indent=2) + "\n")
-        faces.write_section(markdown(result), SECTION)
+        runs.write_section(markdown(result), SECTION)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ schedule; compared on the rate-distortion cost of the held-out photos after each
 seconds.
 
     python bench/codec_transforms.py               # train both (resumable), write the JSON and the docs section
-    python bench/codec_transforms.py --report-only # only re-read the two training logs
+    python bench/codec_transforms.py --evaluate-only  # only re-read the two training logs
 
 Data: the compression benchmark's (``bench/photos.py``'s seed-0 split of BSDS500: 280 photos to train on, random
 128x128 crops with flips; the 20 others' centre crops give the test cost). Kodak is not used: the choice this
@@ -16,7 +16,6 @@ Writes ``bench/results/codec_transforms.json`` and the transforms section of ``d
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -29,8 +28,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
-import faces  # noqa: E402  (bench/ is not a package)
-import photos  # noqa: E402
+import photos  # noqa: E402  (bench/ is not a package)
+import runs  # noqa: E402
 
 SCRATCH = HERE / "results" / "tmp" / "codec-transforms"
 RESULTS_JSON = HERE / "results" / "codec_transforms.json"
@@ -82,7 +81,7 @@ def markdown(result: dict) -> str:
              f"{result['machine']}), on the compression benchmark's crops with lambda = {LMBDA} (CompressAI's "
              f"quality 3) and one schedule ({EPOCHS} epochs of 35 steps of 8 crops, Adam 3e-4, cosine); the test "
              "cost is lambda 255^2 MSE + bits per pixel on the 20 held-out photos' centre crops, rounded codes "
-             "(Kodak is not used). `python bench/codec_transforms.py --report-only` re-reads the logs.", "",
+             "(Kodak is not used). `python bench/codec_transforms.py --evaluate-only` re-reads the logs.", "",
              "| transform | weights | epoch | step | seconds | test cost (bits/px) | test bpp | test PSNR dB |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for arm, entry in arms.items():
@@ -112,18 +111,13 @@ def compare(arms: dict) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data"))
-    parser.add_argument("--report-only", action="store_true")
-    parser.add_argument("--no-write", action="store_true")
-    args = parser.parse_args()
-    sys.path.insert(0, str(REPO / "src"))
+    args = runs.parser(__doc__, train=False).parse_args()
+    log = runs.start()
     import torch
 
     import aekit
 
-    log = lambda message: print(message, flush=True)  # noqa: E731
-    if not args.report_only:
+    if not args.evaluate_only:
         train_side_by_side(photos.photo_cache(Path(args.data_dir)), log)
     arms = {}
     for arm in ARMS:
@@ -136,7 +130,7 @@ def main() -> None:
     print(markdown(result))
     if not args.no_write:
         RESULTS_JSON.write_text(json.dumps(result, indent=2) + "\n")
-        faces.write_section(markdown(result), SECTION, DOC)
+        runs.write_section(markdown(result), SECTION, DOC)
 
 
 if __name__ == "__main__":

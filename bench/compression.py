@@ -20,7 +20,6 @@ CompressAI reports Kodak. The baselines come from ``bench/codec_baselines.py`` i
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -34,8 +33,8 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 import codec_baselines  # noqa: E402  (bench/ is not a package)
-import faces  # noqa: E402
 import photos  # noqa: E402
+import runs  # noqa: E402
 
 WEIGHTS = HERE / "weights" / "compression"
 SCRATCH = HERE / "results" / "tmp" / "compression"
@@ -233,26 +232,16 @@ def markdown(result: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data"))
-    parser.add_argument("--evaluate-only", action="store_true")
-    parser.add_argument("--train-only", action="store_true")
-    parser.add_argument("--only", default=None, help="the runs whose name ends with this (e.g. q1)")
-    parser.add_argument("--no-write", action="store_true")
-    args = parser.parse_args()
-    sys.path.insert(0, str(REPO / "src"))
+    args = runs.parser(__doc__, only="the runs whose name ends with this (e.g. q1)").parse_args()
+    log = runs.start()
     import numpy as np
     import torch
 
-    from aekit.cpu import tune_cpu
-
-    tune_cpu()
-    log = lambda message: print(message, flush=True)  # noqa: E731
     data_dir = Path(args.data_dir)
     data = photos.photo_cache(data_dir)
     specs = [s for s in RUNS if args.only is None or s.name.endswith(args.only)]
     if not args.evaluate_only:
-        faces.train_unfinished(training_order(specs), data, log, scratch=SCRATCH, weights=WEIGHTS)
+        runs.train_unfinished(training_order(specs), data, log, SCRATCH, WEIGHTS)
         if args.train_only:
             return
     trained = [s for s in specs if (WEIGHTS / s.name / "model.safetensors").exists()]
@@ -279,7 +268,7 @@ def main() -> None:
     if not args.no_write:
         RESULTS_JSON.write_text(json.dumps(result, indent=2) + "\n")
         figure(result)
-        faces.write_section(markdown(result), SECTION, DOC)
+        runs.write_section(markdown(result), SECTION, DOC)
 
 
 if __name__ == "__main__":

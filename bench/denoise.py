@@ -24,7 +24,6 @@ Writes ``bench/results/denoise.json``, ``docs/images/denoise.png`` and the denoi
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -37,7 +36,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
-import faces  # noqa: E402  (bench/ is not a package): train_unfinished, write_section
+import runs  # noqa: E402  (bench/ is not a package): the command line, training and docs helpers
 
 WEIGHTS = HERE / "weights" / "photo-denoise"
 SCRATCH = HERE / "results" / "tmp" / "denoise"
@@ -273,27 +272,19 @@ def markdown(result: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data"))
-    parser.add_argument("--evaluate-only", action="store_true")
-    parser.add_argument("--train-only", action="store_true")
-    parser.add_argument("--only", default=None, help="the runs whose name ends with this (rgb or grey)")
+    parser = runs.parser(__doc__, only="the runs whose name ends with this (rgb or grey)")
     parser.add_argument("--images", type=int, default=None, help="only the first N images of each set")
-    parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
-    sys.path.insert(0, str(REPO / "src"))
+    log = runs.start()
     import torch
 
     import aekit
-    from aekit.cpu import tune_cpu
 
-    tune_cpu()
-    log = lambda message: print(message, flush=True)  # noqa: E731
     data_dir = Path(args.data_dir)
     specs = [s for s in RUNS if args.only is None or s.name.endswith(args.only)]
     if not args.evaluate_only:
         data = training_cache(data_dir)
-        faces.train_unfinished(specs, data, log, scratch=SCRATCH, weights=WEIGHTS)
+        runs.train_unfinished(specs, data, log, SCRATCH, WEIGHTS)
         if args.train_only:
             return
     result = {"date": time.strftime("%Y-%m-%d"), "machine": f"{os.cpu_count()} cores, {platform.processor() or 'cpu'}",
@@ -312,7 +303,7 @@ def main() -> None:
     if not args.no_write and args.images is None:
         RESULTS_JSON.write_text(json.dumps(result, indent=2) + "\n")
         figure(examples)
-        faces.write_section(markdown(result), SECTION)
+        runs.write_section(markdown(result), SECTION)
 
 
 if __name__ == "__main__":

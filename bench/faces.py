@@ -20,24 +20,23 @@ training faces, with as many components as the model has numbers in its code. Wr
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
 import platform
 import re
-import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+import runs  # noqa: E402  (bench/ is not a package): the command line, training and docs helpers
+
 WEIGHTS = HERE / "weights" / "faces"
 SCRATCH = HERE / "results" / "tmp" / "faces"
 RESULTS_JSON = HERE / "results" / "faces.json"
-RESULTS_MD = REPO / "docs" / "results.md"
 SIZE, N_TEST, SEED = 64, 1500, 0
 NAME = re.compile(r"^(\d+)_([01])_([0-4])_\d+")
 KEPT_FILES = ("config.json", "model.safetensors", "metrics.jsonl")
@@ -151,50 +150,6 @@ def generative(run, train_images, test_images, labels, log) -> dict:
             "frechet_train_faces": frechet_distance(classifier.embed(train_images[:n]), reference),
             "classifier_test_accuracy": info.get("test_accuracy"),
             "samples_figure": "docs/images/faces-vae-samples.png"}
-
-
-def train(spec, data: Path, log, scratch: Path = SCRATCH, weights: Path = WEIGHTS) -> None:
-    """Run (or resume) the spec's command in its scratch folder, then keep its half-precision weights."""
-    out = scratch / spec.name
-    cmd = spec.command(str(data), str(out))
-    if (out / "config.json").exists():
-        cmd.append("--resume")
-    log(f"training {spec.name}: {' '.join(cmd)}")
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    subprocess.run([sys.executable, "-m", "aekit", *cmd[1:], "--quiet"], check=True, env=env, cwd=REPO)
-    keep(out, weights / spec.name)
-
-
-def unfinished(spec, weights: Path = WEIGHTS) -> bool:
-    """Whether a spec still has training to do: no kept weights, or kept ones from fewer epochs than it asks for
-    (a run kept part way, to be resumed in a later session from its scratch folder)."""
-    path = weights / spec.name / "metrics.jsonl"
-    return not (weights / spec.name / "model.safetensors").exists() or not path.exists() or \
-        len(path.read_text().splitlines()) < spec.epochs
-
-
-def train_unfinished(specs, data: Path, log, scratch: Path = SCRATCH, weights: Path = WEIGHTS) -> None:
-    """Train (or resume) every spec that still has training to do (:func:`unfinished`), one after another."""
-    for spec in specs:
-        if unfinished(spec, weights):
-            train(spec, data, log, scratch=scratch, weights=weights)
-
-
-def keep(run_dir: Path, target: Path) -> None:
-    """A finished run's weights in half precision, its config and its curve, in ``target`` (committed)."""
-    import torch
-
-    import aekit
-
-    if target.exists():
-        shutil.rmtree(target)
-    run = aekit.load(run_dir)
-    data = Path(run.config.data.data)  # recorded as the repository's relative path, never this machine's
-    if data.is_absolute():
-        relative = data.relative_to(REPO) if data.is_relative_to(REPO) else Path("bench/results/tmp") / data.name
-        run.config.data = dataclasses.replace(run.config.data, data=relative.as_posix())
-    run.save(target, dtype=torch.float16)
-    shutil.copy2(run_dir / "metrics.jsonl", target / "metrics.jsonl")
 
 
 def evaluate(specs: list[Spec], data: Path, log, labels=None) -> dict:
@@ -356,43 +311,22 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_section(text: str, section: str = SECTION, path: Path = RESULTS_MD) -> None:
-    """Put ``text`` (starting with its ``section`` heading) in ``path`` (docs/results.md), in place of the old one."""
-    doc = path.read_text(encoding="utf-8")
-    if section in doc:
-        start = doc.index(section)
-        end = doc.find("\n## ", start + len(section))
-        doc = doc[:start] + text + (doc[end + 1:] if end != -1 else "")
-    else:
-        doc = doc.rstrip() + "\n\n" + text
-    path.write_text(doc, encoding="utf-8")
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data"))
-    parser.add_argument("--evaluate-only", action="store_true", help="no training: evaluate the committed weights")
-    parser.add_argument("--only", default=None, help="only the runs whose name starts with this")
+    parser = runs.parser(__doc__, only="only the runs whose name starts with this")
     parser.add_argument("--keep", default=None, metavar="RUN_DIR",
                         help="keep a finished run trained elsewhere as the weights of --only's run, then stop")
-    parser.add_argument("--train-only", action="store_true", help="train (or resume) and keep the weights; no evaluation")
-    parser.add_argument("--no-write", action="store_true", help="print, do not write faces.json / results.md")
     args = parser.parse_args()
-    sys.path.insert(0, str(REPO / "src"))
-    from aekit.cpu import tune_cpu
-
-    tune_cpu()
-    log = lambda message: print(message, flush=True)  # noqa: E731
+    log = runs.start()
     specs = [s for s in RUNS if args.only is None or s.name.startswith(args.only)]
     if args.keep:
         if len(specs) != 1:
             sys.exit("faces.py: error: --keep needs --only naming one run")
-        keep(Path(args.keep), WEIGHTS / specs[0].name)
+        runs.keep(Path(args.keep), WEIGHTS / specs[0].name)
         return
     data = face_cache(Path(args.data_dir))
     for spec in specs:
-        if not args.evaluate_only and unfinished(spec):
-            train(spec, data, log)
+        if not args.evaluate_only and runs.unfinished(spec, WEIGHTS):
+            runs.train(spec, data, log, SCRATCH, WEIGHTS)
     if args.train_only:
         return
     trained = [s for s in specs if (WEIGHTS / s.name / "model.safetensors").exists()]
@@ -404,7 +338,7 @@ def main() -> None:
     print(markdown(result))
     if not args.no_write:
         RESULTS_JSON.write_text(json.dumps(result, indent=2) + "\n")
-        write_section(markdown(result))
+        runs.write_section(markdown(result), SECTION)
 
 
 if __name__ == "__main__":

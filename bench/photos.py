@@ -19,7 +19,6 @@ per image, averaged over the 24.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -32,7 +31,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
-import faces  # noqa: E402  (bench/ is not a package): the train/keep/write helpers
+import runs  # noqa: E402  (bench/ is not a package): the command line, training and docs helpers
 
 WEIGHTS = HERE / "weights" / "photos"
 SCRATCH = HERE / "results" / "tmp" / "photos"
@@ -170,24 +169,16 @@ def markdown(result: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data"))
-    parser.add_argument("--evaluate-only", action="store_true")
+    parser = runs.parser(__doc__)
     parser.add_argument("--baseline-only", action="store_true", help="block-PCA only; print, write nothing")
-    parser.add_argument("--train-only", action="store_true")
-    parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
-    sys.path.insert(0, str(REPO / "src"))
+    log = runs.start()
     import numpy as np
 
-    from aekit.cpu import tune_cpu
-
-    tune_cpu()
-    log = lambda message: print(message, flush=True)  # noqa: E731
     data_dir = Path(args.data_dir)
     data = photo_cache(data_dir)
     if not args.baseline_only and not args.evaluate_only:
-        faces.train_unfinished(RUNS, data, log, scratch=SCRATCH, weights=WEIGHTS)
+        runs.train_unfinished(RUNS, data, log, SCRATCH, WEIGHTS)
         if args.train_only:
             return
     import torch
@@ -207,7 +198,7 @@ def main() -> None:
     print(markdown(result))
     if not (args.no_write or args.baseline_only):
         RESULTS_JSON.write_text(json.dumps(result, indent=2) + "\n")
-        faces.write_section(markdown(result), SECTION)
+        runs.write_section(markdown(result), SECTION)
 
 
 if __name__ == "__main__":

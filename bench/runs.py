@@ -1,0 +1,103 @@
+"""What the photo benchmarks share (faces, photos, compression, codec_transforms, denoise, anomaly): their command
+line, resumable training of their runs with the half-precision weights kept under ``bench/weights/``, and the
+sections they write into the docs.
+
+A benchmark's run is a spec with a ``name``, an ``epochs`` and a ``command(data, out)`` giving its ``aekit train``
+line. It trains in a scratch folder under ``bench/results/tmp/`` (ignored by git, resumed when the script is run
+again) and, once finished, its weights, config and curve are kept in the benchmark's weights folder (committed);
+evaluation reads only those.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+RESULTS_MD = REPO / "docs" / "results.md"
+
+
+def parser(doc: str, *, only: str | None = None, train: bool = True) -> argparse.ArgumentParser:
+    """The options every benchmark takes: ``--data-dir``, ``--evaluate-only``, ``--no-write``; ``--train-only``
+    unless ``train`` is off; ``--only`` with its help when ``only`` is given."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data"))
+    p.add_argument("--evaluate-only", action="store_true", help="no training: re-check from the committed weights")
+    if train:
+        p.add_argument("--train-only", action="store_true", help="train (or resume) and keep the weights; no evaluation")
+    if only is not None:
+        p.add_argument("--only", default=None, help=only)
+    p.add_argument("--no-write", action="store_true", help="print the results, write no JSON and no docs")
+    return p
+
+
+def start() -> Callable[[str], None]:
+    """aekit from this checkout, the CPU tuned as training tunes it; returns the benchmark's log function."""
+    sys.path.insert(0, str(REPO / "src"))
+    from aekit.cpu import tune_cpu
+
+    tune_cpu()
+    return lambda message: print(message, flush=True)
+
+
+def train(spec, data: Path, log, scratch: Path, weights: Path) -> None:
+    """Run (or resume) the spec's command in its scratch folder, then keep its half-precision weights."""
+    out = scratch / spec.name
+    cmd = spec.command(str(data), str(out))
+    if (out / "config.json").exists():
+        cmd.append("--resume")
+    log(f"training {spec.name}: {' '.join(cmd)}")
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    subprocess.run([sys.executable, "-m", "aekit", *cmd[1:], "--quiet"], check=True, env=env, cwd=REPO)
+    keep(out, weights / spec.name)
+
+
+def unfinished(spec, weights: Path) -> bool:
+    """Whether a spec still has training to do: no kept weights, or kept ones from fewer epochs than it asks for
+    (a run kept part way, to be resumed in a later session from its scratch folder)."""
+    path = weights / spec.name / "metrics.jsonl"
+    return not (weights / spec.name / "model.safetensors").exists() or not path.exists() or \
+        len(path.read_text().splitlines()) < spec.epochs
+
+
+def train_unfinished(specs, data: Path, log, scratch: Path, weights: Path) -> None:
+    """Train (or resume) every spec that still has training to do (:func:`unfinished`), one after another."""
+    for spec in specs:
+        if unfinished(spec, weights):
+            train(spec, data, log, scratch, weights)
+
+
+def keep(run_dir: Path, target: Path) -> None:
+    """A finished run's weights in half precision, its config and its curve, in ``target`` (committed)."""
+    import torch
+
+    import aekit
+
+    if target.exists():
+        shutil.rmtree(target)
+    run = aekit.load(run_dir)
+    data = Path(run.config.data.data)  # recorded as the repository's relative path, never this machine's
+    if data.is_absolute():
+        relative = data.relative_to(REPO) if data.is_relative_to(REPO) else Path("bench/results/tmp") / data.name
+        run.config.data = dataclasses.replace(run.config.data, data=relative.as_posix())
+    run.save(target, dtype=torch.float16)
+    shutil.copy2(run_dir / "metrics.jsonl", target / "metrics.jsonl")
+
+
+def write_section(text: str, section: str, path: Path = RESULTS_MD) -> None:
+    """Put ``text`` (starting with its ``section`` heading) in ``path`` (docs/results.md), in place of the old one."""
+    doc = path.read_text(encoding="utf-8")
+    if section in doc:
+        start = doc.index(section)
+        end = doc.find("\n## ", start + len(section))
+        doc = doc[:start] + text + (doc[end + 1:] if end != -1 else "")
+    else:
+        doc = doc.rstrip() + "\n\n" + text
+    path.write_text(doc, encoding="utf-8")

@@ -149,3 +149,42 @@ def test_a_unet_is_not_sampled_and_trains_without_fitting_a_code_gaussian(tmp_pa
     resnet = aekit.train("ae", arch="resnet", hidden=(8, 16), latent_channels=4, downsample=4, epochs=1,
                          batch_size=16, splits=splits, out=tmp_path / "resnet", progress=False, log=None)
     assert resnet.model.can_sample and not torch.equal(resnet.model.code_mean, torch.zeros(4))
+
+
+def test_denoise_keeps_the_photo_s_mode(tmp_path, capsys):
+    """A grey photo through a colour model comes back grey (R = G = B in, the channels' mean out); a colour photo
+    through a grey model comes back in colour (plane by plane): a photographer gets the mode they gave."""
+    from PIL import Image
+
+    from aekit.cli import main
+
+    g = torch.Generator().manual_seed(0)
+    runs = {}
+    for c in (1, 3):
+        images = torch.randint(0, 256, (24, c, 16, 16), generator=g, dtype=torch.uint8)
+        splits = aekit.Splits(aekit.ImageSet(images[:16], None, "a"), aekit.ImageSet(images[16:], None, "b"))
+        runs[c] = aekit.train("dae", arch="unet", hidden=(8, 16), latent_channels=4, noise_std=0.1, epochs=1,
+                              batch_size=8, splits=splits, out=tmp_path / f"run{c}", progress=False, log=None)
+    rng = np.random.default_rng(0)
+    grey = rng.integers(0, 256, (30, 44), dtype=np.uint8)
+    colour = rng.integers(0, 256, (30, 44, 3), dtype=np.uint8)
+    Image.fromarray(grey).save(tmp_path / "grey.png")
+    Image.fromarray(colour).save(tmp_path / "colour.png")
+
+    assert main(["denoise", str(runs[3].path), str(tmp_path / "grey.png"), "-o", str(tmp_path / "a")]) == 0
+    out = Image.open(tmp_path / "a" / "grey.png")
+    assert out.mode == "L" and out.size == (44, 30)
+    x = torch.from_numpy(grey)[None, None].expand(1, 3, -1, -1)
+    expected = runs[3].model.reconstruct(x).mean(1)[0]
+    assert np.abs(np.asarray(out).astype(int) - (expected * 255).round().numpy().astype(int)).max() <= 1
+
+    assert main(["denoise", str(runs[1].path), str(tmp_path / "colour.png"), "-o", str(tmp_path / "b")]) == 0
+    out = Image.open(tmp_path / "b" / "colour.png")
+    assert out.mode == "RGB" and out.size == (44, 30)
+    planes = runs[1].model.reconstruct(torch.from_numpy(colour).permute(2, 0, 1)[:, None])[:, 0]
+    np.testing.assert_array_equal(np.asarray(out), (planes * 255).round().byte().permute(1, 2, 0).numpy())
+
+    assert main(["denoise", str(runs[3].path), str(tmp_path / "grey.png"), "--noise-std", "0.1",
+                 "-o", str(tmp_path / "c")]) == 0
+    assert {Image.open(f).mode for f in (tmp_path / "c").glob("*.png")} == {"L"}
+    capsys.readouterr()

@@ -147,6 +147,17 @@ def reconstruct(run: Run, spec: str, out: str | Path, *, limit: int | None = Non
     return {"images": len(recon), "mse_per_pixel": mse, "psnr_db": mean_psnr(clean, recon), "output": str(out)}
 
 
+def _in_its_mode(model, image: torch.Tensor) -> torch.Tensor:
+    """``model.reconstruct`` of one image (1, c, H, W) in its own mode: a colour photo through a grey model plane
+    by plane, a grey photo through a colour model as R = G = B and back to grey (the channels' mean)."""
+    c, model_c = image.shape[1], model.config.channels
+    if c == model_c:
+        return model.reconstruct(image)
+    if model_c == 1:
+        return model.reconstruct(image.transpose(0, 1)).transpose(0, 1)  # (1, 3, H, W) -> (3, 1, H, W) and back
+    return model.reconstruct(image.expand(-1, model_c, -1, -1)).mean(1, keepdim=True)
+
+
 def _photos(run: Run, spec: str, out: Path, *, noise_std: float | None = None, seed: int = 0,
             limit: int | None = None, data_dir: str | None = None, denoising: bool = False) -> dict:
     """A spatial model's reconstruct (or denoise: with ``noise_std`` of images it makes noisy, else of images taken
@@ -156,19 +167,20 @@ def _photos(run: Run, spec: str, out: Path, *, noise_std: float | None = None, s
     results, arrays = [], []
     names: set[str] = set()
     generator = torch.Generator().manual_seed(seed)
-    for i, (name, image) in enumerate(iter_photos(spec, channels=c, data_dir=data_dir or run.config.data.data_dir)):
+    photos = iter_photos(spec, channels=c, data_dir=data_dir or run.config.data.data_dir, own_mode=denoising)
+    for i, (name, image) in enumerate(photos):
         if limit is not None and i >= limit:
             break
         check_memory(f"{'denoising' if denoising else 'reconstructing'} a {image.shape[-1]}x"
-                     f"{image.shape[-2]} image", 6 * 4 * image.numel())
-        clean = model.prepare(image)
+                     f"{image.shape[-2]} image", 6 * 4 * max(c, image.shape[1]) * image[0, 0].numel())
+        clean = image.float() / 255  # (1, C, H, W) uint8 -> [0, 1]
         if noise_std is None:
-            shown = model.reconstruct(image)
+            shown = _in_its_mode(model, image)
             row = ({"estimated_noise_std": float(estimate_noise_std(clean)[0])} if denoising else
                    {"psnr_db": mean_psnr(clean, shown)})
         else:
             noisy = corrupt(clean, noise_std=noise_std, generator=generator)
-            shown = model.reconstruct(noisy)
+            shown = _in_its_mode(model, noisy)
             row = {"psnr_noisy_db": mean_psnr(noisy, clean), "psnr_denoised_db": mean_psnr(shown, clean)}
         if out.suffix == ".npy":
             if arrays and arrays[0].shape != shown.shape:

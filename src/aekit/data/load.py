@@ -268,21 +268,22 @@ def load_images(
 
 
 def iter_photos(
-    spec: str, *, channels: int, data_dir: str | Path | None = None, progress: bool = True,
+    spec: str, *, channels: int, data_dir: str | Path | None = None, progress: bool = True, own_mode: bool = False,
 ) -> Iterator[tuple[str, torch.Tensor]]:
     """Images at their own sizes, one at a time, for a fully convolutional model: ``(name, uint8 (1, C, H, W))``.
 
     An image file or a folder (every image, sorted paths; sizes may differ) is read as it is, converted to
-    ``channels``, each image decoded when its turn comes (and its header checked first: a photo over the pixel
-    limit is refused before decoding); a dataset name or an array file gives its images named by their index.
+    ``channels`` (with ``own_mode``: each image keeps its own, 1 for a grey image and 3 for any other), each image
+    decoded when its turn comes (and its header checked first: a photo over the pixel limit is refused before
+    decoding); a dataset name or an array file gives its images named by their index, in ``channels``.
     """
     check_channels(channels)
     kind, path = _resolve(spec)
     if kind in ("image", "folder"):
         paths = [path] if kind == "image" else find_images(path)[0]
         for p in paths:
-            _, size = image_format([p], channels=channels, image_size=None, source=str(p))
-            yield (p.relative_to(path).as_posix() if kind == "folder" else p.name), decode_images([p], channels, size)
+            c, size = image_format([p], channels=None if own_mode else channels, image_size=None, source=str(p))
+            yield (p.relative_to(path).as_posix() if kind == "folder" else p.name), decode_images([p], c, size)
         return
     images = load_images(spec, data_dir=data_dir, channels=channels, progress=progress).images
     for i in range(len(images)):

@@ -48,7 +48,7 @@ OBJECTIVE_FIELDS: dict[str, tuple | None] = {
     "likelihood": ("bernoulli", "gaussian"), "gaussian_std": ANY, "beta": ANY, "importance_samples": (1,),
     "noise_std": ANY, "noise_std_min": ANY, "noise_clip": (True,), "mask_prob": ANY, "salt_pepper": ANY,
     "sparsity": ("none", "l1", "kl"), "sparsity_weight": ANY, "sparsity_target": ANY,
-    "kl_warmup": (0,), "free_bits": (0.0,), "lmbda": (None,),
+    "kl_warmup": (0,), "free_bits": (0.0,), "lmbda": (None,), "distortion": ("mse",),
 }
 LIKELIHOOD_FUNCTIONS = {"bernoulli": bernoulli_nll, "gaussian": gaussian_nll}  # the functions written out below
 

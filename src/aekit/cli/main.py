@@ -354,9 +354,10 @@ def _main(argv: Sequence[str] | None) -> int:
         if _is_main():
             print(f"aekit: {err}", file=sys.stderr)
         return 130
+    except ReportedElsewhere:  # under torchrun, another rank failed: that one says why and sets the job's status;
+        return 0  # this one leaves quietly, as a failed exit here could make torchrun stop that rank before it spoke
     except AekitError as err:
-        if not isinstance(err, ReportedElsewhere):  # under torchrun: the process that failed says why
-            print(f"aekit: error: {err}", file=sys.stderr)
+        print(f"aekit: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("aekit: interrupted", file=sys.stderr)

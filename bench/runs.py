@@ -31,7 +31,8 @@ def parser(doc: str, *, only: str | None = None, train: bool = True) -> argparse
     p.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data"))
     p.add_argument("--evaluate-only", action="store_true", help="no training: re-check from the committed weights")
     if train:
-        p.add_argument("--train-only", action="store_true", help="train (or resume) and keep the weights; no evaluation")
+        p.add_argument("--train-only", action="store_true",
+                       help="train (or resume) and keep the weights; no evaluation")
     if only is not None:
         p.add_argument("--only", default=None, help=only)
     p.add_argument("--no-write", action="store_true", help="print the results, write no JSON and no docs")

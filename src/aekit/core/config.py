@@ -61,9 +61,9 @@ class ModelConfig:
 
     arch: str = option("mlp", "backbone: mlp; conv (stride-2 convolutions); resnet (residual stages with GroupNorm "
                        "and SiLU, resize-conv upsampling: for photos); unet (the resnet's stages in a U with skips "
-                       "and a full-resolution code: a photo denoiser, --latent-channels C); gdn (Balle et al.'s compression "
-                       "transforms: stride-2 5x5 convolutions with GDN, sub-pixel convolutions with inverse GDN back; "
-                       "--latent-channels C)", choices=ARCHS)
+                       "and a full-resolution code: a photo denoiser, --latent-channels C); gdn (Balle et al.'s "
+                       "compression transforms: stride-2 5x5 convolutions with GDN, sub-pixel convolutions with "
+                       "inverse GDN back; --latent-channels C)", choices=ARCHS)
     # The image shape is the data's (aekit.train sets it), not an option.
     channels: int = 1
     height: int = 28
@@ -90,14 +90,13 @@ class ModelConfig:
         "at full resolution (much cheaper on a CPU)", choices=(1, 2, 4, 8),
     )
     latent_channels: int = option(
-        0, "a spatial latent of C x H/f x W/f (resnet, unet, gdn): the model is fully convolutional and takes any image "
-        "size; 0: a vector latent of --latent-dim", bounds="[0, 1024]", metavar="C",
+        0, "a spatial latent of C x H/f x W/f (resnet, unet, gdn): the model is fully convolutional and takes any "
+        "image size; 0: a vector latent of --latent-dim", bounds="[0, 1024]", metavar="C",
     )
     downsample: int = option(
         0, "the backbone's factor f (a power of 2). resnet: at least --patch, stages = log2(f / patch) + 1, widths "
-        "by default "
-        + ",".join(map(str, RESNET_WIDTHS)) + " cut to that many; gdn: log2(f) convolutions of 128 channels; 0: from "
-        "--hidden", bounds="[0, 256]", metavar="F",
+        f"by default {','.join(map(str, RESNET_WIDTHS))} cut to that many; gdn: log2(f) convolutions of 128 "
+        "channels; 0: from --hidden", bounds="[0, 256]", metavar="F",
     )
     pca_path: bool = option(False, "a frozen PCA beside the network (vector codes): code and reconstruction are "
                             "PCA's plus learned corrections that start at 0, so training starts as good as PCA")
@@ -139,7 +138,8 @@ class ModelConfig:
 
     @property
     def factor(self) -> int:
-        """How much the backbone shrinks H and W (1 for the MLP, whose code is always a vector; the unet's patch)."""
+        """How much the backbone shrinks H and W (1 for the MLP, whose code is always a vector; the unet's patch;
+        2 per width for gdn)."""
         return {"resnet": self.patch * 2 ** (len(self.hidden) - 1), "unet": self.patch,
                 "gdn": 2 ** len(self.hidden)}.get(self.arch, 1)
 

@@ -11,10 +11,11 @@ from collections.abc import Callable
 
 import torch
 
+from ..errors import AekitError
 from .config import ObjectiveConfig
 from .latent import standard_normal_log_prob
 from .likelihoods import LIKELIHOODS
-from .msssim import ms_ssim
+from .msssim import MS_SSIM_MIN_SIDE, ms_ssim
 
 TERMS = ("loss", "recon", "kl", "sparsity")  # the loss and its terms, in this order wherever they are listed
 MS_SSIM_FLOOR = 1e-6  # the clamp of MS-SSIM's terms in a training loss: their powers are infinitely steep at 0
@@ -97,6 +98,9 @@ def reconstruction_nll(logits: torch.Tensor, target: torch.Tensor, objective: Ob
     """
     if objective.lmbda is not None and objective.distortion == "ms-ssim":  # lambda (1 - MS-SSIM) per pixel, in nats
         c, h, w = target.shape[-3:]
+        if min(h, w) < MS_SSIM_MIN_SIDE:
+            raise AekitError(f"--distortion ms-ssim needs images at least {MS_SSIM_MIN_SIDE} pixels a side (its 5 "
+                             f"scales), got {h}x{w}: train on larger images or crops (--crop 192)")
         mean = torch.sigmoid(logits[..., :c, :, :])
         similarity = ms_ssim(mean.reshape(-1, c, h, w), target.expand_as(mean).reshape(-1, c, h, w),
                              floor=MS_SSIM_FLOOR).to(mean.dtype).view(mean.shape[:-3])

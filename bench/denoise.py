@@ -5,6 +5,8 @@
     python bench/denoise.py --train-only       # train (or resume) and keep the weights; no evaluation
     python bench/denoise.py --evaluate-only    # re-check every number from the committed weights
     python bench/denoise.py --evaluate-only --images 4 --no-write   # a quick look: 4 images per set
+    python bench/denoise.py --baselines-only   # only BM3D, non-local means and wavelet, into the memo folder
+    python bench/denoise.py --keep-progress    # keep the runs' weights part way (evaluate with --evaluate-only)
 
 Training data: random 96x96 crops (with flips) of the BSDS500 train and val photos **minus the 68 of CBSD68**
 (``../shared/data/cbsd68/`` names them: they are BSDS500 val images), 232 photos, of which a seeded 8 give the
@@ -17,6 +19,12 @@ the DnCNN and FFDNet papers' tables); each output is clipped to [0, 1] before PS
 SSIM (scikit-image's, ``aekit.metrics.pixels.ssim_per_image``). aekit's model is blind (one model for every sigma
 in [0, 55], never told sigma); BM3D (``bm3d``: CBM3D for colour), non-local means and wavelet shrinkage
 (scikit-image) are each given the true sigma, as their authors' benchmarks do.
+
+The baselines are deterministic functions of the noisy image, so their outputs are memoised in
+``bench/results/tmp/denoise-baselines/`` under a hash of the noisy image's bytes, the method, its settings and the
+package versions (CBM3D takes 2-3 minutes per megapixel here: the full table is ~1.5 h of BM3D); a memoised score
+is the one a recomputation gives, and ``--no-memo`` recomputes them all. Speed is never memoised: every method is
+timed in the run, one after another on the same first images of each set.
 
 Writes ``bench/results/denoise.json``, ``docs/images/denoise.png`` and the denoising section of
 ``docs/results.md``.
@@ -40,6 +48,7 @@ import runs  # noqa: E402  (bench/ is not a package): the command line, training
 
 WEIGHTS = HERE / "weights" / "photo-denoise"
 SCRATCH = HERE / "results" / "tmp" / "denoise"
+MEMO = HERE / "results" / "tmp" / "denoise-baselines"  # the baselines' outputs, by noisy image (see memo_key)
 RESULTS_JSON = HERE / "results" / "denoise.json"
 FIGURE = REPO / "docs" / "images" / "denoise.png"
 SECTION = "## Photo denoising: CBSD68 and Set12 against BM3D"
@@ -142,40 +151,97 @@ def denoisers(run):
     return {"aekit": aekit_blind, "bm3d": bm3d_known, "nlm": nlm_known, "wavelet": wavelet_known}
 
 
-def evaluate_set(name: str, run, images: list, log) -> tuple[list, dict]:
+BASELINE_SETTINGS = "bm3d: default profile; nlm: h 0.6 sigma, fast, patch 5, distance 6; wavelet: BayesShrink soft, YCbCr"
+TIMED_IMAGES = 2  # images of each set on which aekit and BM3D are timed back to back, never from the memo
+
+
+def memo_key(method: str, noisy) -> str:
+    """The memo's key for a baseline's output: the noisy image's bytes, the method, its settings and the versions of
+    the packages that compute it (a deterministic function of these, so a memoised value is a recomputed one)."""
+    import hashlib
+    from importlib.metadata import version
+
+    h = hashlib.sha256(noisy.tobytes())
+    h.update(f"{noisy.shape}|{method}|{BASELINE_SETTINGS}|bm3d {version('bm3d')}|skimage {version('scikit-image')}"
+             .encode())
+    return h.hexdigest()[:32]
+
+
+def scored(method: str, fn, noisy, clean, sigma: int, memo: Path | None) -> tuple[dict, object]:
+    """PSNR and SSIM of ``method``'s clipped output (and the output): a baseline's are read from the memo folder
+    when there, computed and stored otherwise; aekit's are always computed."""
     import numpy as np
     import torch
 
     from aekit.metrics.pixels import psnr_per_image, ssim_per_image
 
+    path = memo / f"{memo_key(method, noisy)}.npz" if memo is not None and method != "aekit" else None
+    if path is not None and path.exists():
+        with np.load(path) as f:
+            return {"psnr": float(f["psnr"]), "ssim": float(f["ssim"])}, f["out"].astype(np.float64)
+    out = np.clip(fn(noisy, sigma / 255), 0, 1)
+    to_torch = lambda a: torch.from_numpy(a).permute(2, 0, 1)[None] if a.ndim == 3 else torch.from_numpy(a)[None, None]  # noqa: E731
+    score = {"psnr": float(psnr_per_image(to_torch(out), to_torch(clean))[0]),
+             "ssim": float(ssim_per_image(to_torch(out), to_torch(clean))[0])}
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, out=out.astype(np.float32), **score)
+        tmp.replace(path)
+    return score, out
+
+
+def evaluate_set(name: str, run, images: list, log, memo: Path | None, methods=METHODS) -> tuple[list, dict]:
+    """Every method on every noisy image of the set at each sigma: mean PSNR and SSIM (rows) and the sigma-25
+    outputs on the first image (for the figure). Baselines come from the memo folder when it has them."""
+    import numpy as np
+    import torch
+
+    from aekit.metrics.pixels import psnr_per_image
+
     rows, examples = [], {}
     fns = denoisers(run)
     to_torch = lambda a: torch.from_numpy(a).permute(2, 0, 1)[None] if a.ndim == 3 else torch.from_numpy(a)[None, None]  # noqa: E731
     for sigma in SIGMAS:
-        scores = {m: {"psnr": [], "ssim": [], "seconds": 0.0} for m in METHODS}
-        megapixels, noisy_psnr = 0.0, []
+        scores = {m: {"psnr": [], "ssim": []} for m in methods}
+        noisy_psnr = []
         for i, (stem, clean) in enumerate(images):
             noisy = noisy_image(clean, sigma, i)
-            megapixels += clean.shape[0] * clean.shape[1] / 1e6
             noisy_psnr.append(float(psnr_per_image(to_torch(np.clip(noisy, 0, 1)), to_torch(clean))[0]))
-            for method, fn in fns.items():
-                t0 = time.perf_counter()
-                out = np.clip(fn(noisy, sigma / 255), 0, 1)
-                scores[method]["seconds"] += time.perf_counter() - t0
-                scores[method]["psnr"].append(float(psnr_per_image(to_torch(out), to_torch(clean))[0]))
-                scores[method]["ssim"].append(float(ssim_per_image(to_torch(out), to_torch(clean))[0]))
+            for method in methods:
+                score, out = scored(method, fns[method], noisy, clean, sigma, memo)
+                scores[method]["psnr"].append(score["psnr"])
+                scores[method]["ssim"].append(score["ssim"])
                 if sigma == 25 and i == 0:
-                    examples.setdefault("noisy", np.clip(noisy, 0, 1))
-                    examples["clean"] = clean
+                    examples.update(noisy=np.clip(noisy, 0, 1), clean=clean)
                     examples[method] = out
-        for method in METHODS:
+        for method in methods:
             s = scores[method]
             rows.append({"set": name, "sigma": sigma, "method": method, "images": len(images),
                          "psnr_db": float(np.mean(s["psnr"])), "ssim": float(np.mean(s["ssim"])),
-                         "seconds_per_megapixel": s["seconds"] / megapixels, "psnr_per_image": s["psnr"],
-                         "noisy_psnr_db": float(np.mean(noisy_psnr))})
-        log(f"  {name} sigma {sigma}: " + ", ".join(f"{r['method']} {r['psnr_db']:.2f}" for r in rows[-len(METHODS):]))
+                         "psnr_per_image": s["psnr"], "noisy_psnr_db": float(np.mean(noisy_psnr))})
+        log(f"  {name} sigma {sigma}: " + ", ".join(f"{r['method']} {r['psnr_db']:.2f}" for r in rows[-len(methods):]))
     return rows, examples
+
+
+def timings(name: str, run, images: list, log) -> dict:
+    """Seconds per megapixel of each method at sigma 25 on the set's first TIMED_IMAGES images, the methods one
+    after another on each image in this process (never memoised), after one untimed warm-up of each."""
+    fns = denoisers(run)
+    images = images[:TIMED_IMAGES]
+    noisy = [noisy_image(clean, 25, i) for i, (_, clean) in enumerate(images)]
+    for method in METHODS:
+        fns[method](noisy[0][:64, :64], 25 / 255)
+    seconds = dict.fromkeys(METHODS, 0.0)
+    for x in noisy:
+        for method in METHODS:
+            t0 = time.perf_counter()
+            fns[method](x, 25 / 255)
+            seconds[method] += time.perf_counter() - t0
+    megapixels = sum(clean.shape[0] * clean.shape[1] for _, clean in images) / 1e6
+    speed = {m: s / megapixels for m, s in seconds.items()}
+    log(f"  {name} seconds per megapixel: " + ", ".join(f"{m} {v:.2f}" for m, v in speed.items()))
+    return {"images": len(images), "megapixels": megapixels, "seconds_per_megapixel": speed}
 
 
 def large_photos(data_dir: Path, log) -> list:
@@ -260,8 +326,11 @@ def markdown(result: dict) -> str:
         lines += ["", f"aekit against BM3D at sigma 25: {margin:+.2f} dB (goal: at least BM3D's PSNR; "
                   f"{'met' if margin >= 0 else 'not met'}); against {PUBLISHED[name]['name']}: "
                   f"{psnr25['aekit'] - PUBLISHED[name]['psnr_db'][25]:+.2f} dB."]
-        speed = {r["method"]: r["seconds_per_megapixel"] for r in rows if r["sigma"] == 25}
-        lines += ["", f"Seconds per megapixel at sigma 25: aekit {speed['aekit']:.2f}, BM3D {speed['bm3d']:.1f}, "
+        timed = result["timing"][name]
+        speed = timed["seconds_per_megapixel"]
+        lines += ["", f"Seconds per megapixel at sigma 25 ({result['threads']} threads; the methods one after another "
+                  f"on the same {timed['images']} images, {timed['megapixels']:.2f} MP, in this run): aekit "
+                  f"{speed['aekit']:.2f}, BM3D {speed['bm3d']:.1f} ({speed['bm3d'] / speed['aekit']:.0f}x aekit's), "
                   f"non-local means {speed['nlm']:.2f}, wavelet {speed['wavelet']:.2f}.", ""]
     for row in result.get("large", []):
         lines.append(f"- `aekit denoise` on {row['image']} ({row['size']}, {row['model']}, sigma 25): "
@@ -272,8 +341,11 @@ def markdown(result: dict) -> str:
 
 
 def main() -> None:
-    parser = runs.parser(__doc__, only="the runs whose name ends with this (rgb or grey)")
+    parser = runs.parser(__doc__, only="the runs whose name ends with this (rgb or grey)", progress=True)
     parser.add_argument("--images", type=int, default=None, help="only the first N images of each set")
+    parser.add_argument("--baselines-only", action="store_true",
+                        help="only compute the baselines' outputs into the memo folder (no model needed)")
+    parser.add_argument("--no-memo", action="store_true", help="recompute the baselines instead of reading the memo")
     args = parser.parse_args()
     log = runs.start()
     import torch
@@ -281,21 +353,32 @@ def main() -> None:
     import aekit
 
     data_dir = Path(args.data_dir)
+    memo = None if args.no_memo else MEMO
+    if args.baselines_only:
+        for name in TEST_SETS:
+            evaluate_set(name, None, test_images(data_dir, name, args.images), log, memo, METHODS[1:])
+        return
     specs = [s for s in RUNS if args.only is None or s.name.endswith(args.only)]
+    if args.keep_progress:
+        runs.keep_progress(specs, log, SCRATCH, WEIGHTS)
+        return
     if not args.evaluate_only:
         data = training_cache(data_dir)
         runs.train_unfinished(specs, data, log, SCRATCH, WEIGHTS)
         if args.train_only:
             return
     result = {"date": time.strftime("%Y-%m-%d"), "machine": f"{os.cpu_count()} cores, {platform.processor() or 'cpu'}",
-              "torch": torch.__version__, "rows": [], "trained_epochs": {}}
+              "threads": torch.get_num_threads(), "torch": torch.__version__, "rows": [], "timing": {},
+              "trained_epochs": {}}
     examples = {}
     for name, (spec_name, _) in TEST_SETS.items():
         if not (WEIGHTS / spec_name / "model.safetensors").exists() or spec_name not in {s.name for s in specs}:
             continue
         run = aekit.load(WEIGHTS / spec_name)
         result["trained_epochs"][spec_name] = run.epoch
-        rows, examples[name] = evaluate_set(name, run, test_images(data_dir, name, args.images), log)
+        images = test_images(data_dir, name, args.images)
+        result["timing"][name] = timings(name, run, images, log)
+        rows, examples[name] = evaluate_set(name, run, images, log, memo)
         result["rows"] += rows
     if args.images is None and all((WEIGHTS / s / "model.safetensors").exists() for s, _ in TEST_SETS.values()):
         result["large"] = large_photos(data_dir, log)

@@ -24,15 +24,21 @@ REPO = HERE.parent
 RESULTS_MD = REPO / "docs" / "results.md"
 
 
-def parser(doc: str, *, only: str | None = None, train: bool = True) -> argparse.ArgumentParser:
+def parser(doc: str, *, only: str | None = None, train: bool = True,
+           progress: bool = False) -> argparse.ArgumentParser:
     """The options every benchmark takes: ``--data-dir``, ``--evaluate-only``, ``--no-write``; ``--train-only``
-    unless ``train`` is off; ``--only`` with its help when ``only`` is given."""
+    unless ``train`` is off; ``--only`` with its help when ``only`` is given; ``--keep-progress`` (for
+    :func:`keep_progress`) when ``progress`` is on."""
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data"))
     p.add_argument("--evaluate-only", action="store_true", help="no training: re-check from the committed weights")
     if train:
         p.add_argument("--train-only", action="store_true",
                        help="train (or resume) and keep the weights; no evaluation")
+    if progress:
+        p.add_argument("--keep-progress", action="store_true",
+                       help="keep the unfinished runs' weights as they are now (part way; training resumes from "
+                            "the scratch folder), then stop: to evaluate or commit progress")
     if only is not None:
         p.add_argument("--only", default=None, help=only)
     p.add_argument("--no-write", action="store_true", help="print the results, write no JSON and no docs")
@@ -73,6 +79,29 @@ def train_unfinished(specs, data: Path, log, scratch: Path, weights: Path) -> No
     for spec in specs:
         if unfinished(spec, weights):
             train(spec, data, log, scratch, weights)
+
+
+def keep_progress(specs, log, scratch: Path, weights: Path) -> None:
+    """Keep each unfinished spec's scratch run as it is now, while its training may go on: a checkpoint is
+    consistent once its line is in metrics.jsonl (written after the weights), so the copy is retried until the
+    weights are no newer than the curve and neither changed while being kept."""
+    import time
+
+    for spec in specs:
+        out = scratch / spec.name
+        if not unfinished(spec, weights) or not (out / "metrics.jsonl").exists():
+            continue
+        for _ in range(600):
+            stamp = [(out / f).stat().st_mtime_ns for f in ("model.safetensors", "metrics.jsonl")]
+            if stamp[0] <= stamp[1]:
+                keep(out, weights / spec.name)
+                if stamp == [(out / f).stat().st_mtime_ns for f in ("model.safetensors", "metrics.jsonl")]:
+                    break
+            time.sleep(1)
+        else:
+            raise SystemExit(f"could not take a consistent copy of {out} in 10 minutes")
+        epochs = len((weights / spec.name / "metrics.jsonl").read_text().splitlines())
+        log(f"kept {spec.name} at epoch {epochs} of {spec.epochs} in {weights / spec.name}")
 
 
 def keep(run_dir: Path, target: Path) -> None:

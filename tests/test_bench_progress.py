@@ -1,0 +1,104 @@
+"""The photo benchmarks' helpers: keeping a run part way (bench/runs.py) and the denoising baselines' memo
+(bench/denoise.py)."""
+
+import dataclasses
+import importlib.util
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _bench(name: str):
+    sys.path.insert(0, str(REPO / "bench"))
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+@dataclasses.dataclass(frozen=True)
+class _Spec:
+    name: str
+    epochs: int
+
+
+@pytest.fixture(scope="module")
+def scratch(tmp_path_factory):
+    """A scratch folder with a run trained 2 epochs of the 5 its spec plans."""
+    import aekit
+
+    root = tmp_path_factory.mktemp("scratch")
+    images = torch.randint(0, 256, (40, 1, 8, 8), dtype=torch.uint8)
+    splits = aekit.Splits(aekit.ImageSet(images[:32], None, "train"), aekit.ImageSet(images[32:], None, "test"))
+    aekit.train("ae", out=root / "tiny", epochs=2, batch_size=8, latent_dim=2, hidden=(8,), splits=splits,
+                progress=False, log=None)
+    return root
+
+
+def test_keep_progress_keeps_a_run_part_way_and_leaves_finished_ones(scratch, tmp_path):
+    runs = _bench("runs")
+    import aekit
+
+    lines = []
+    runs.keep_progress([_Spec("tiny", 5)], lines.append, scratch, tmp_path)
+    kept = tmp_path / "tiny"
+    assert len((kept / "metrics.jsonl").read_text().splitlines()) == 2
+    assert aekit.load(kept).epoch == 2 and "epoch 2 of 5" in lines[0]
+    assert runs.unfinished(_Spec("tiny", 5), tmp_path)  # still to train: a later run resumes it
+    assert not runs.unfinished(_Spec("tiny", 2), tmp_path)
+    (kept / "model.safetensors").write_bytes(b"the finished run's weights")
+    runs.keep_progress([_Spec("tiny", 2)], lines.append, scratch, tmp_path)  # finished: not touched
+    assert (kept / "model.safetensors").read_bytes() == b"the finished run's weights"
+
+
+def test_keep_progress_waits_for_a_checkpoint_whose_curve_line_is_written(scratch, tmp_path):
+    runs = _bench("runs")
+    run = tmp_path / "scratch"
+    import shutil
+
+    shutil.copytree(scratch / "tiny", run / "tiny")
+    now = time.time()
+    os.utime(run / "tiny" / "metrics.jsonl", (now - 10, now - 10))
+    os.utime(run / "tiny" / "model.safetensors", (now, now))  # weights written, their line not yet
+    weights = tmp_path / "weights"
+
+    def line_written():
+        time.sleep(1.5)
+        os.utime(run / "tiny" / "metrics.jsonl", (now + 1, now + 1))
+
+    writer = threading.Thread(target=line_written)
+    writer.start()
+    t0 = time.perf_counter()
+    runs.keep_progress([_Spec("tiny", 5)], lambda _: None, run, weights)
+    writer.join()
+    assert time.perf_counter() - t0 >= 1.0 and (weights / "tiny" / "model.safetensors").exists()
+
+
+def test_denoise_baselines_are_memoised_by_noisy_image_and_method(tmp_path):
+    denoise = _bench("denoise")
+    clean = np.random.default_rng(0).random((16, 16))
+    noisy = denoise.noisy_image(clean, 25, 0)
+    calls = []
+
+    def blur(x, _sigma):
+        calls.append(1)
+        return (x + np.roll(x, 1, 0)) / 2
+
+    first, out = denoise.scored("bm3d", blur, noisy, clean, 25, tmp_path)
+    again, out_again = denoise.scored("bm3d", blur, noisy, clean, 25, tmp_path)
+    assert len(calls) == 1 and first == again and np.allclose(out, out_again, atol=1e-6)
+    denoise.scored("nlm", blur, noisy, clean, 25, tmp_path)  # another method: its own entry
+    denoise.scored("bm3d", blur, denoise.noisy_image(clean, 25, 1), clean, 25, tmp_path)  # another noisy image
+    denoise.scored("aekit", blur, noisy, clean, 25, tmp_path)
+    denoise.scored("aekit", blur, noisy, clean, 25, tmp_path)  # the model under test is never memoised
+    assert len(calls) == 5 and len(list(tmp_path.glob("*.npz"))) == 3
+    assert 0 < first["ssim"] <= 1 and first["psnr"] > 0

@@ -149,3 +149,15 @@ def test_a_calibrated_threshold_travels_with_the_export(tmp_path):
     ours = anomaly.decide(anomaly.score(run, splits.test.images[:200]), record).astype(bool)
     assert (onnx_flags == ours).mean() >= 0.99 and ours.any() and not ours.all()
     assert json.loads(json.dumps(export_onnx(aekit.load(run.path), tmp_path / "again")))  # re-exporting works
+
+
+def test_a_spatial_code_model_is_refused_in_one_line(tmp_path, capsys):
+    """Its graphs would need symbolic sizes (and the padding to the backbone's grid traced with them): refused,
+    with the reason, before anything is written (it crashed in the exporter before)."""
+    images = torch.randint(0, 256, (24, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    splits = Splits(aekit.ImageSet(images[:16], None, "a"), aekit.ImageSet(images[16:], None, "b"))
+    run = aekit.train("ae", arch="resnet", hidden=(8, 16), latent_channels=4, epochs=1, batch_size=8, splits=splits,
+                      out=tmp_path / "run", progress=False, log=None)
+    code = main(["export", str(run.path), "--onnx", str(tmp_path / "o")])
+    assert_one_line_error(code, capsys.readouterr().err, "a spatial code (--latent-channels 4)")
+    assert not (tmp_path / "o").exists()

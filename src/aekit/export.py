@@ -77,6 +77,9 @@ def export_onnx(run: Run, out_dir: str | Path, *, opset: int = OPSET) -> dict[st
     >>> enc.run(None, {"images": np.zeros((2, 1, 28, 28), np.float32)})[0].shape     # doctest: +SKIP
     (2, 32)
     """
+    if run.model.config.spatial:  # their graphs would need symbolic sizes and the padding traced with them
+        raise AekitError("ONNX export takes models with a vector code (--latent-dim); this one has a spatial code "
+                         f"(--latent-channels {run.model.config.latent_channels}): use it from Python or the aekit verbs")
     if importlib.util.find_spec("onnx") is None:
         raise AekitError("ONNX export needs the onnx package: pip install 'aekit[onnx]'")
     out = Path(out_dir)

@@ -110,10 +110,12 @@ def test_each_keyword_sets_its_own_field_and_no_other_field_is_a_keyword():
     for opt in options():
         value = _sample(opt)
         # some values need a family (importance_samples a VAE, sigmoid codes no VAE), a backbone (blocks a resnet)
-        # or a likelihood and a spatial code (lmbda, the entropy latent), or a rate-distortion loss (distortion)
+        # or a likelihood and a spatial code (lmbda, the entropy latent), or a rate-distortion loss (distortion), or
+        # a denoising unet (noise_level_input)
         extras = ({}, {"arch": "resnet"}, {"arch": "resnet", "patch": 1},
                   {"arch": "resnet", "latent_channels": 4, "likelihood": "gaussian"},
-                  {"arch": "resnet", "latent_channels": 4, "likelihood": "gaussian", "latent": "entropy", "lmbda": 0.01})
+                  {"arch": "resnet", "latent_channels": 4, "likelihood": "gaussian", "latent": "entropy", "lmbda": 0.01},
+                  {"arch": "unet", "latent_channels": 4, "noise_std": 0.1})
         for family, extra in itertools.product(FAMILIES, extras):
             try:
                 config = preset(family, **{**extra, opt.name: value})

@@ -147,22 +147,25 @@ def reconstruct(run: Run, spec: str, out: str | Path, *, limit: int | None = Non
     return {"images": len(recon), "mse_per_pixel": mse, "psnr_db": mean_psnr(clean, recon), "output": str(out)}
 
 
-def _in_its_mode(model, image: torch.Tensor) -> torch.Tensor:
+def _in_its_mode(model, image: torch.Tensor, noise_level: float | None = None) -> torch.Tensor:
     """``model.reconstruct`` of one image (1, c, H, W) in its own mode: a colour photo through a grey model plane
-    by plane, a grey photo through a colour model as R = G = B and back to grey (the channels' mean)."""
+    by plane, a grey photo through a colour model as R = G = B and back to grey (the channels' mean). A model
+    told the noise level is told ``noise_level``."""
     c, model_c = image.shape[1], model.config.channels
     if c == model_c:
-        return model.reconstruct(image)
-    if model_c == 1:
-        return model.reconstruct(image.transpose(0, 1)).transpose(0, 1)  # (1, 3, H, W) -> (3, 1, H, W) and back
-    return model.reconstruct(image.expand(-1, model_c, -1, -1)).mean(1, keepdim=True)
+        return model.reconstruct(image, noise_level=noise_level)
+    if model_c == 1:  # (1, 3, H, W) -> (3, 1, H, W) and back
+        return model.reconstruct(image.transpose(0, 1), noise_level=noise_level).transpose(0, 1)
+    return model.reconstruct(image.expand(-1, model_c, -1, -1), noise_level=noise_level).mean(1, keepdim=True)
 
 
 def _photos(run: Run, spec: str, out: Path, *, noise_std: float | None = None, seed: int = 0,
-            limit: int | None = None, data_dir: str | None = None, denoising: bool = False) -> dict:
+            limit: int | None = None, data_dir: str | None = None, denoising: bool = False,
+            noise_level: float | None = None) -> dict:
     """A spatial model's reconstruct (or denoise: with ``noise_std`` of images it makes noisy, else of images taken
     as noisy already): every image at its own size, one at a time (a large one in tiles), each written as a PNG
-    named after it, or all stacked in a .npy when they share a size."""
+    named after it, or all stacked in a .npy when they share a size. A model told the noise level is told
+    ``noise_level``, else the added noise's std, else each image's estimated one (recorded as ``noise_level``)."""
     model, c = run.model, run.model.config.channels
     results, arrays = [], []
     names: set[str] = set()
@@ -175,13 +178,16 @@ def _photos(run: Run, spec: str, out: Path, *, noise_std: float | None = None, s
                      f"{image.shape[-2]} image", 6 * 4 * max(c, image.shape[1]) * image[0, 0].numel())
         clean = image.float() / 255  # (1, C, H, W) uint8 -> [0, 1]
         if noise_std is None:
-            shown = _in_its_mode(model, image)
-            row = ({"estimated_noise_std": float(estimate_noise_std(clean)[0])} if denoising else
-                   {"psnr_db": mean_psnr(clean, shown)})
+            row = ({"estimated_noise_std": float(estimate_noise_std(clean)[0])} if denoising else {})
+            level = _level(model, noise_level, row.get("estimated_noise_std"), row)
+            shown = _in_its_mode(model, image, level)
+            if not denoising:
+                row["psnr_db"] = mean_psnr(clean, shown)
         else:
             noisy = corrupt(clean, noise_std=noise_std, generator=generator)
-            shown = _in_its_mode(model, noisy)
-            row = {"psnr_noisy_db": mean_psnr(noisy, clean), "psnr_denoised_db": mean_psnr(shown, clean)}
+            row = {"psnr_noisy_db": mean_psnr(noisy, clean)}
+            shown = _in_its_mode(model, noisy, _level(model, noise_level, noise_std, row))
+            row["psnr_denoised_db"] = mean_psnr(shown, clean)
         if out.suffix == ".npy":
             if arrays and arrays[0].shape != shown.shape:
                 raise AekitError(f"-o {out}: the images differ in size, so they cannot share an array; give a folder")
@@ -202,20 +208,36 @@ def _photos(run: Run, spec: str, out: Path, *, noise_std: float | None = None, s
             "output": str(out)}
 
 
+def _level(model, given: float | None, fallback: float | None, row: dict) -> float | None:
+    """The noise std a model told the level is told (``given``, else ``fallback``), recorded in ``row``."""
+    if not model.config.noise_level_input:
+        return None
+    level = given if given is not None else fallback
+    row["noise_level"] = level
+    return level
+
+
 def denoise(run: Run, spec: str, out: str | Path, *, noise_std: float | None = None, seed: int = 0,
-            limit: int | None = None, data_dir: str | None = None) -> dict:
+            limit: int | None = None, data_dir: str | None = None, noise_level: float | None = None) -> dict:
     """Denoise INPUT. With ``noise_std``, a demonstration: Gaussian noise of that std (seeded, clipped to [0, 1] as
     a saved photo is) is added first, and the PSNRs of the noisy and denoised images are measured; without it the
     images are taken as noisy already, denoised as they are, and each one's noise std is estimated
-    (:func:`aekit.metrics.pixels.estimate_noise_std`). Writes per image a clean | noisy | denoised PNG (input |
-    denoised without ``noise_std``) plus ``grid.png``, a photo model one PNG per image named after it, or the
-    denoised images as a .npy array."""
+    (:func:`aekit.metrics.pixels.estimate_noise_std`). A model trained with ``noise_level_input`` is told
+    ``noise_level``, else the added noise's std, else the estimate. Writes per image a clean | noisy | denoised
+    PNG (input | denoised without ``noise_std``) plus ``grid.png``, a photo model one PNG per image named after
+    it, or the denoised images as a .npy array."""
     out = Path(out)
     if noise_std is not None:
         check_value("noise std", noise_std, NOISE_STD)
+    if noise_level is not None:
+        check_value("noise level", noise_level, NOISE_STD)
+        if not run.model.config.noise_level_input:
+            raise AekitError("--noise-level: this model is blind (trained without --noise-level-input), it is told "
+                             "no level; leave it out")
     _check_output(out)
     if run.model.config.spatial:
-        return _photos(run, spec, out, noise_std=noise_std, seed=seed, limit=limit, data_dir=data_dir, denoising=True)
+        return _photos(run, spec, out, noise_std=noise_std, seed=seed, limit=limit, data_dir=data_dir, denoising=True,
+                       noise_level=noise_level)
     model, images = run.model, load_inputs(run, spec, limit=limit, data_dir=data_dir)
     _budget("denoising", len(images), 4, run, out)
     clean = model.prepare(images.images)

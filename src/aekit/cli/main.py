@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--noise-std", type=bounded("--noise-std", float, "[0, 2]"), default=None,
                    help="a demonstration: add Gaussian noise of this std (in [0, 2], pixels in [0, 1]) first and "
                         "measure PSNRs; without it the images are taken as noisy and their noise std is estimated")
+    d.add_argument("--noise-level", type=bounded("--noise-level", float, "[0, 2]"), default=None,
+                   help="for a model trained with --noise-level-input: the noise std to tell it (default: the added "
+                        "noise's, else the estimated one)")
     d.add_argument("--seed", type=SEED, default=0, help="seed of the noise (default 0)")
     d.add_argument("-o", "--output", required=True, help="a folder (clean|noisy|denoised PNGs + grid.png) or a .npy file")
 
@@ -319,7 +322,7 @@ def _main(argv: Sequence[str] | None) -> int:
             _print_result(tasks.reconstruct(run, args.input, args.output, limit=args.limit, data_dir=args.data_dir))
         elif args.verb == "denoise":
             _print_result(tasks.denoise(run, args.input, args.output, noise_std=args.noise_std, seed=args.seed,
-                                        limit=args.limit, data_dir=args.data_dir))
+                                        limit=args.limit, data_dir=args.data_dir, noise_level=args.noise_level))
         elif args.verb == "compress":
             from ..codec import compress_files
 

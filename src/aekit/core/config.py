@@ -100,6 +100,9 @@ class ModelConfig:
     )
     pca_path: bool = option(False, "a frozen PCA beside the network (vector codes): code and reconstruction are "
                             "PCA's plus learned corrections that start at 0, so training starts as good as PCA")
+    noise_level_input: bool = option(False, "FFDNet-style (--arch unet, a --noise-std objective): the noise std as an "
+                                     "extra input plane, so the model is told the level (aekit denoise --noise-level, "
+                                     "else the estimated one)")
 
     def __post_init__(self) -> None:
         check_types(self)
@@ -130,6 +133,11 @@ class ModelConfig:
     @property
     def image_shape(self) -> tuple[int, int, int]:
         return (self.channels, self.height, self.width)
+
+    @property
+    def input_channels(self) -> int:
+        """The planes the encoder reads: the image's, and the noise level's with ``noise_level_input``."""
+        return self.channels + int(self.noise_level_input)
 
     @property
     def spatial(self) -> bool:
@@ -325,6 +333,8 @@ class RunConfig:
         check_choice("family", self.family, FAMILIES)
         if self.objective.sparsity == "kl" and self.model.code_activation != "sigmoid":
             raise AekitError("--sparsity kl needs codes in (0, 1): use --model sae (sigmoid codes) or --sparsity l1")
+        if self.model.noise_level_input and not self.objective.noise_std > 0:
+            raise AekitError("--noise-level-input needs --noise-std (the levels the model is told and learns from)")
         if self.objective.importance_samples > 1 and self.model.latent != "gaussian":
             raise AekitError("--importance-samples needs a variational latent: use --model vae")
         params = LIKELIHOODS[self.objective.likelihood].params

@@ -22,7 +22,7 @@ from .config import QUANTIZED, ModelConfig
 from .entropy import EntropyHead, HyperpriorHead
 from .latent import DiagonalGaussian, GaussianHead, PointHead, PointPosterior
 from .nets import build_backbones
-from .objectives import corrupt
+from .objectives import corrupt, with_noise_level
 from .resnet import receptive_radius
 from .tiling import TILE_ABOVE, tiled
 
@@ -213,11 +213,18 @@ class Autoencoder(nn.Module):
         for start in range(0, len(x), batch_size):
             yield _to_unit_float(x[start : start + batch_size])
 
+    def told(self, x: torch.Tensor, noise_level: float | torch.Tensor | None) -> torch.Tensor:
+        """The encoder's input for images ``x``: with ``noise_level_input``, their noise std as one more plane (0,
+        clean images, when None); other models take ``x`` as it is and ignore the level."""
+        if not self.config.noise_level_input:
+            return x
+        return with_noise_level(x, 0.0 if noise_level is None else noise_level)
+
     @torch.inference_mode()
     def embed(self, images, batch_size: int = 1024) -> torch.Tensor:
         """Codes (posterior means for a VAE): (N, C, H, W) -> (N, D), or (N, C', h, w) for a spatial latent."""
         self.eval()
-        out = [self.encode(x).mode() for x in self._batches(images, batch_size)]
+        out = [self.encode(self.told(x, None)).mode() for x in self._batches(images, batch_size)]
         return torch.cat(out) if out else torch.empty(0, *self.latent_shape())
 
     @torch.inference_mode()
@@ -239,21 +246,26 @@ class Autoencoder(nn.Module):
         return self(x)
 
     @torch.inference_mode()
-    def reconstruct(self, images, batch_size: int = 1024) -> torch.Tensor:
-        """Decode the code of each image: (N, C, H, W) -> (N, C, H, W) in [0, 1] (a large photo in tiles)."""
+    def reconstruct(self, images, batch_size: int = 1024, noise_level: float | None = None) -> torch.Tensor:
+        """Decode the code of each image: (N, C, H, W) -> (N, C, H, W) in [0, 1] (a large photo in tiles); a model
+        told the noise level (``noise_level_input``) is told ``noise_level`` (default 0: clean images)."""
         self.eval()
-        out = [self._whole_or_tiled(x) for x in self._batches(images, batch_size)]
+        out = [self._whole_or_tiled(self.told(x, noise_level)) for x in self._batches(images, batch_size)]
         return torch.cat(out) if out else torch.empty(0, *self.config.image_shape)
 
     @torch.inference_mode()
-    def restore(self, x: torch.Tensor) -> torch.Tensor:
+    def restore(self, x: torch.Tensor, noise_level: float | None = None) -> torch.Tensor:
         """The model's output for float images (N, C, H, W) taken as they are, values outside [0, 1] included: the
-        noisy images of a denoising benchmark, whose Gaussian noise is not clipped (a large photo in tiles)."""
+        noisy images of a denoising benchmark, whose Gaussian noise is not clipped (a large photo in tiles). A model
+        told the noise level (``noise_level_input``) needs ``noise_level``, their noise std."""
         if not x.is_floating_point() or x.ndim != 4 or x.shape[1] != self.config.channels or not torch.isfinite(x).all():
             raise AekitError(f"restore takes finite float images (N, {self.config.channels}, H, W); got "
                              f"{tuple(x.shape)}")
+        if self.config.noise_level_input and noise_level is None:
+            raise AekitError("this model is told the noise level (--noise-level-input): give the images' noise std")
         self.eval()
-        return torch.cat([self._whole_or_tiled(chunk.float()) for chunk in x.split(1)]) if len(x) else x.float()
+        chunks = [self._whole_or_tiled(self.told(chunk.float(), noise_level)) for chunk in x.split(1)]
+        return torch.cat(chunks) if len(x) else x.float()
 
     @torch.inference_mode()
     def denoise(self, images, noise_std: float, seed: int = 0, batch_size: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
@@ -266,7 +278,7 @@ class Autoencoder(nn.Module):
         for x in self._batches(images, batch_size):
             x_noisy = corrupt(x, noise_std=noise_std, generator=generator)
             noisy.append(x_noisy)
-            clean.append(self._whole_or_tiled(x_noisy))
+            clean.append(self._whole_or_tiled(self.told(x_noisy, noise_std)))
         empty = torch.empty(0, *self.config.image_shape)
         return (torch.cat(noisy) if noisy else empty), (torch.cat(clean) if clean else empty)
 

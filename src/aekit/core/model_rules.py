@@ -22,6 +22,8 @@ def check_latent(m) -> None:
 
 def check_spatial(m) -> None:
     """The backbone options that only the resnet (and unet, gdn) takes, and whether they agree."""
+    if m.noise_level_input and m.arch != "unet":
+        raise AekitError(f"--noise-level-input needs --arch unet, the photo denoiser (got --arch {m.arch})")
     if m.arch == "gdn":
         for name, value in (("blocks", m.blocks if m.blocks != 1 else 0), ("patch", m.patch if m.patch != 2 else 0)):
             if value:

@@ -39,6 +39,7 @@ def draw_noise(
             low = config.noise_std_min / config.noise_std
             u = torch.rand((x.shape[0],) + (1,) * (x.dim() - 1), generator=generator, dtype=x.dtype, device=x.device)
             noise["gauss"] = noise["gauss"] * (low + (1 - low) * u)
+            noise["level"] = config.noise_std * (low + (1 - low) * u)  # each image's std (B, 1, ..., 1): no new draw
     if config.mask_prob > 0:
         noise["mask"] = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=x.device)
     if config.salt_pepper > 0:
@@ -72,6 +73,13 @@ def apply_corruption(
         out = torch.where(u < salt_pepper / 2, 0.0, out)
         out = torch.where((u >= salt_pepper / 2) & (u < salt_pepper), 1.0, out)
     return out.clamp(0.0, 1.0) if out is not x and clip else out
+
+
+def with_noise_level(x: torch.Tensor, level: torch.Tensor | float) -> torch.Tensor:
+    """Images (B, C, H, W) with their noise std as one more plane (B, C + 1, H, W): FFDNet's noise level map (Zhang
+    et al. 2018), constant over each image; ``level`` a number or one per image."""
+    level = torch.as_tensor(level, dtype=x.dtype, device=x.device).reshape(-1, 1, 1, 1)
+    return torch.cat([x, level.expand(x.shape[0], 1, *x.shape[-2:])], dim=1)
 
 
 def corrupt(
@@ -187,6 +195,9 @@ def loss_with_noise(
     mean over images, which DistributedDataParallel's gradient average already makes global)."""
     inputs = apply_corruption(x, noise, noise_std=config.noise_std, mask_prob=config.mask_prob,
                               salt_pepper=config.salt_pepper, clip=config.noise_clip)
+    if model.config.noise_level_input:  # FFDNet: the model is told each image's noise std, as a plane
+        level = noise["level"] if "level" in noise else x.new_full((x.shape[0], 1, 1, 1), config.noise_std)
+        inputs = with_noise_level(inputs, level)
     posterior = model.encode(inputs)
     if "uniform" in noise:  # a quantized code in training: y + u instead of round(y)
         posterior = posterior.with_noise(noise["uniform"], noise.get("side_uniform"))

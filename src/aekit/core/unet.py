@@ -23,13 +23,14 @@ from .resnet import ResidualBlock, Upsample, group_norm
 
 
 class UNetEncoder(nn.Module):
-    """(B, C, H, W), H and W multiples of ``patch`` -> features (B, hidden[0], H/p, W/p)."""
+    """(B, C, H, W), H and W multiples of ``patch`` -> features (B, hidden[0], H/p, W/p); C + 1 planes with
+    ``noise_level_input`` (the last one the noise std, FFDNet's noise level map)."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         widths, p, blocks = config.hidden, config.patch, config.blocks
         self.stem = nn.Sequential(nn.PixelUnshuffle(p) if p > 1 else nn.Identity(),
-                                  nn.Conv2d(config.channels * p * p, widths[0], 3, padding=1))
+                                  nn.Conv2d(config.input_channels * p * p, widths[0], 3, padding=1))
         self.down = nn.ModuleList(nn.Conv2d(a, b, 3, stride=2, padding=1) for a, b in zip(widths[:-1], widths[1:]))
         self.down_stages = nn.ModuleList(nn.Sequential(*[ResidualBlock(w) for _ in range(blocks)]) for w in widths)
         self.up = nn.ModuleList(Upsample(b, a) for a, b in zip(widths[:-1], widths[1:]))

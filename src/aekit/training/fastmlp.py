@@ -42,7 +42,7 @@ MODEL_FIELDS: dict[str, tuple | None] = {
     "arch": ("mlp",), "activation": ("relu", "leaky_relu", "tanh"), "latent": ("point", "gaussian"),
     "code_activation": ("none", "sigmoid"), "channels": ANY, "height": ANY, "width": ANY, "latent_dim": ANY,
     "hidden": ANY, "code_scale": ANY, "blocks": (1,), "latent_channels": (0,), "downsample": (0,), "outputs": (1,),
-    "patch": ANY, "pca_path": (False,),
+    "patch": ANY, "pca_path": (False,), "noise_level_input": (False,),
 }
 OBJECTIVE_FIELDS: dict[str, tuple | None] = {
     "likelihood": ("bernoulli", "gaussian"), "gaussian_std": ANY, "beta": ANY, "importance_samples": (1,),

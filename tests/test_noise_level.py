@@ -8,6 +8,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from test_denoise import perturbed  # random weights everywhere, the zero-initialised last convolutions too
 
 import aekit
 from aekit.core.config import preset
@@ -23,13 +24,6 @@ def told(c=3, **options):
                  **options)
     cfg.model = dataclasses.replace(cfg.model, channels=c, height=32, width=32)
     return cfg
-
-
-def perturbed(model):
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
-    return model.eval()
 
 
 def test_training_tells_each_image_the_std_of_the_noise_it_was_given():

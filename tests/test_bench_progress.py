@@ -102,3 +102,38 @@ def test_denoise_baselines_are_memoised_by_noisy_image_and_method(tmp_path):
     denoise.scored("aekit", blur, noisy, clean, 25, tmp_path)  # the model under test is never memoised
     assert len(calls) == 5 and len(list(tmp_path.glob("*.npz"))) == 3
     assert 0 < first["ssim"] <= 1 and first["psnr"] > 0
+
+
+def _curve(offset_db: float, rates=(0.1, 0.2, 0.35, 0.6, 1.0)) -> list[dict]:
+    """A rate-distortion curve: PSNR = 26.91 + 1.9 log2(bpp / 0.123) + offset (near the published points)."""
+    import math
+
+    return [{"bpp": r, "psnr_db": 26.91 + 1.9 * math.log2(r / 0.123) + offset_db, "ms_ssim": 0.9} for r in rates]
+
+
+@pytest.mark.parametrize("hyper_offset, met", [(-0.3, True), (-0.8, False)])
+def test_compression_judges_each_family_against_the_baselines_and_the_anchor(hyper_offset, met):
+    compression = _bench("compression")
+    factorized = [{**p, "family": "factorized", "run": f"f{i}", "lmbda": 0.01} for i, p in
+                  enumerate(_curve(1.0, (0.12, 0.25, 0.45, 0.8)))]
+    hyper = [{"bpp": p["bpp"], "psnr_db": p["psnr_db"] + hyper_offset, "ms_ssim": 0.9, "family": "hyperprior",
+              "run": f"h{i}", "lmbda": 0.01} for i, p in enumerate(compression.PUBLISHED["points"])]
+    baselines = {"jpeg": {"points": [{**p, "quality": 10} for p in _curve(-2.0)]},
+                 "webp": {"points": [{**p, "quality": 10} for p in _curve(2.0)]}}
+    result = {"aekit": factorized + hyper, "baselines": baselines}
+    c = compression.compare(result)
+    assert set(c) == {"factorized", "hyperprior"}
+    f = c["factorized"]
+    assert f["beats_jpeg_up_to_half_bpp"] and f["worst_margin_over_jpeg_db"] == pytest.approx(3.0, abs=0.05)
+    assert f["bd_rate_vs_jpeg_percent"] < 0 < f["bd_rate_vs_webp_percent"]  # fewer bits than JPEG, more than WebP
+    anchor = c["hyperprior"]["anchor"]
+    assert anchor["margins_db"] == pytest.approx([hyper_offset] * 3, abs=0.02)
+    assert anchor["within_goal"] is met
+    for point in factorized + hyper:  # what a trained run adds beside its rate and quality
+        point.update(command="aekit train", epochs=1, steps=35, train_seconds=60.0, encode_megapixels_per_second=1.0,
+                     decode_megapixels_per_second=1.0)
+    result.update(comparison=c, kodak_images=24, date="d", machine="m")
+    text = compression.markdown(result)
+    assert f"({'met' if met else 'not met'})" in text and "aekit hyperprior | h0" in text
+    only_one = compression.compare({"aekit": factorized + hyper[:1], "baselines": baselines})
+    assert set(only_one) == {"factorized"}  # one point is no curve: nothing judged for it

@@ -132,3 +132,21 @@ def test_denoise_tells_the_given_the_added_or_the_estimated_level(tmp_path, caps
     err = capsys.readouterr().err.strip()
     assert code == 2 and "this model is blind" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "blind-out").exists()
+
+
+def test_reconstruct_tells_such_a_model_the_images_are_clean(tmp_path, capsys):
+    from PIL import Image
+
+    from aekit.cli import main
+
+    images = torch.randint(0, 256, (24, 3, 16, 16), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    splits = aekit.Splits(aekit.ImageSet(images[:16], None, "a"), aekit.ImageSet(images[16:], None, "b"))
+    run = aekit.train("dae", arch="unet", hidden=(8, 16), latent_channels=4, noise_std=0.1, noise_level_input=True,
+                      epochs=1, batch_size=8, splits=splits, out=tmp_path / "run", progress=False, log=None)
+    photo = np.random.default_rng(1).integers(0, 256, (20, 28, 3), dtype=np.uint8)
+    Image.fromarray(photo).save(tmp_path / "photo.png")
+    assert main(["reconstruct", str(run.path), str(tmp_path / "photo.png"), "-o", str(tmp_path / "out")]) == 0
+    assert "noise_level" not in capsys.readouterr().out
+    expected = run.model.reconstruct(torch.from_numpy(photo).permute(2, 0, 1)[None], noise_level=0.0)[0]
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out" / "photo.png")),
+                                  (expected * 255).round().byte().permute(1, 2, 0).numpy())

@@ -209,11 +209,13 @@ def _photos(run: Run, spec: str, out: Path, *, noise_std: float | None = None, s
 
 
 def _level(model, given: float | None, fallback: float | None, row: dict) -> float | None:
-    """The noise std a model told the level is told (``given``, else ``fallback``), recorded in ``row``."""
+    """The noise std a model told the level is told (``given``, else ``fallback``; None: 0, a clean image),
+    recorded in ``row``."""
     if not model.config.noise_level_input:
         return None
     level = given if given is not None else fallback
-    row["noise_level"] = level
+    if level is not None:
+        row["noise_level"] = level
     return level
 
 

@@ -148,7 +148,7 @@ def train(
             raise
         finally:
             claim.release()
-    return Run(state.model.cpu().eval(), config, run_dir, config.train.epochs, history)
+    return Run(state.kept.cpu().eval(), config, run_dir, config.train.epochs, history)
 
 
 def _checkpoint_bytes(model) -> int:
@@ -221,7 +221,7 @@ class _Checkpoints(Callback):
     def on_epoch_end(self, state: TrainState, row: dict[str, Any]) -> None:
         # Order matters for crash safety: the user-facing weights, then the resume state (one atomic
         # rename commits the epoch), then the metrics line (re-derived on resume if a crash lost it).
-        save_weights(self.run_dir, state.model, row["epoch"])
+        save_weights(self.run_dir, state.kept, row["epoch"])
         save_state(self.run_dir, dataclasses.replace(state, partial={"row": row}))
         append_history(self.run_dir, row)
 

@@ -217,7 +217,7 @@ class AutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         state.model.init_output_bias(train.images)
         history = fit(state, config, train, log=log)
         self.run_config_ = config
-        self.model_ = state.model.eval()
+        self.model_ = state.kept.eval()  # the moving average of the weights with ema
         self.loss_curve_ = [row["train_loss"] for row in history]
         return self
 

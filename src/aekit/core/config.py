@@ -281,6 +281,9 @@ class TrainConfig:
     init_from: str | None = option(None, "start from the weights of this run folder (same model settings) instead "
                                    "of a fresh initialisation: fine-tuning, e.g. on another objective or dataset",
                                    metavar="RUN_DIR")
+    ema: float = option(0.0, "keep an exponential moving average of the weights with this decay (e.g. 0.999; "
+                        "min(decay, (1 + step) / (10 + step)) early on): the average is what each epoch evaluates "
+                        "and saves; 0: off", bounds="[0, 1)")
 
     def __post_init__(self) -> None:
         if isinstance(self.init_from, os.PathLike):

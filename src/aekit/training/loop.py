@@ -115,6 +115,8 @@ def fit(
     dynamic = config.data.binarize == "dynamic"
     augment = bool(config.data.crop or config.data.flip)
     step_fn = make_step(model, state.optimizer, config, n_train, world=world, log=log)
+    if config.train.ema and state.ema is None:  # a new run (a resumed one has its average from the checkpoint)
+        state.start_ema()
     history: History = []
     with StopSignals(escalate=world.size == 1) as stop:
         vote = world.stop_vote() if world.size > 1 else None  # the processes agree on the step at which to stop
@@ -142,6 +144,8 @@ def fit(
                     for group in state.optimizer.param_groups:
                         group["lr"] = schedule(state.step)
                 terms = step_fn(x, generator, state.step)  # (4,) detached: loss, recon, kl, sparsity
+                if state.ema is not None:
+                    state.update_ema(config.train.ema)
                 sums += terms * len(batches[i])
                 state.step += 1
                 bar.update()
@@ -173,14 +177,15 @@ def fit(
             history.append(row)
             if stopping and epoch + 1 < config.train.epochs:
                 raise Interrupted(f"stopped by {stop.requested or 'a signal to another process'} after epoch {epoch + 1}")
-    world.sync(model)  # rank 0's code Gaussian, fitted at the end of each epoch, for every rank
+    world.sync(state.kept)  # rank 0's code Gaussian, fitted at the end of each epoch, for every rank
     return history
 
 
 def _end_epoch(state: TrainState, config: RunConfig, train: ImageSet, test: ImageSet | None, *, row: dict,
                speed: dict, t0: float, workers: int, callbacks: Sequence[Callback], log) -> dict:
-    """Rank 0, after each epoch: the test loss, the code Gaussian, the row, the callbacks."""
-    model = state.model
+    """Rank 0, after each epoch: the test loss, the code Gaussian, the row, the callbacks (of the moving average
+    of the weights with ``--ema``: the model that is saved)."""
+    model = state.kept
     if test is not None:
         row.update({f"test_{k}": v for k, v in evaluate_losses(model, test, config, workers=workers).items()})
     if not model.is_variational and model.can_sample:  # fitted to the codes of whole images (centres with --crop)

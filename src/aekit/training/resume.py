@@ -9,6 +9,7 @@ epoch's start (to redraw the epoch's order) and the running loss sums. :class:`T
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import signal
@@ -39,6 +40,24 @@ class TrainState:
     epoch: int = 0
     step: int = 0
     partial: dict[str, Any] = dataclasses.field(default_factory=dict)
+    ema: torch.nn.Module | None = None  # the weights' moving average (``--ema``), a copy of the model
+
+    @property
+    def kept(self) -> torch.nn.Module:
+        """The model a checkpoint saves and each epoch evaluates: the moving average when there is one."""
+        return self.model if self.ema is None else self.ema
+
+    def start_ema(self) -> None:
+        """The moving average, starting from the model's weights as they are now (after its initialisation)."""
+        self.ema = copy.deepcopy(self.model).requires_grad_(False)
+
+    @torch.no_grad()
+    def update_ema(self, decay: float) -> None:
+        """After a step: average <- d average + (1 - d) weights, d = min(decay, (1 + step) / (10 + step)) (the
+        step counted before this update), so that the first steps do not keep the initial weights for long."""
+        d = min(decay, (1 + self.step) / (10 + self.step))
+        averaged, current = list(self.ema.parameters()), list(self.model.parameters())
+        torch._foreach_lerp_(averaged, current, 1.0 - d)
 
 
 def save_state(run_dir: Path, state: TrainState) -> None:
@@ -47,6 +66,8 @@ def save_state(run_dir: Path, state: TrainState) -> None:
     tensors: dict[str, torch.Tensor] = {
         f"model.{k}": v.detach().cpu().contiguous() for k, v in state.model.state_dict().items()
     }
+    if state.ema is not None:
+        tensors.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in state.ema.state_dict().items()})
     tensors["rng.generator"] = state.generator.get_state()
     tensors["rng.torch"] = torch.get_rng_state()
     for index, slots in opt["state"].items():
@@ -76,6 +97,10 @@ def load_state(run_dir: Path, state: TrainState) -> dict[str, Any]:
         raise AekitError(f"{path} has a damaged header")
     weights = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     load_checked(state.model, weights, path)
+    averaged = {k[len("ema.") :]: v for k, v in tensors.items() if k.startswith("ema.")}
+    if averaged:
+        state.start_ema()
+        load_checked(state.ema, averaged, path)
     slots: dict[int, dict[str, torch.Tensor]] = {}
     for name, value in tensors.items():
         parts = name.split(".")

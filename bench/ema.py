@@ -32,7 +32,7 @@ WEIGHTS = HERE / "weights" / "ema"
 RESULTS_JSON = HERE / "results" / "ema.json"
 RECORD, N_TEST, SEED, EPOCHS, DECAY = 3073, 500, 0, 6, 0.999
 OPTIONS = dict(arch="resnet", latent_dim=64, likelihood="gaussian", batch_size=32, lr=1e-3, lr_schedule="cosine",
-               seed=SEED, ema=DECAY)
+               seed=SEED, ema=DECAY, data="cifar10")  # data: the provenance the run records (its images come in splits)
 
 
 def cifar_sample(data_dir: Path):

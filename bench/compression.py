@@ -5,6 +5,7 @@ every curve measured in the same run from real files.
     python bench/compression.py --train-only     # train (or resume) and keep the weights; no evaluation
     python bench/compression.py --evaluate-only  # re-check every number from the committed weights
     python bench/compression.py --only q1        # the runs whose name ends with this
+    python bench/compression.py --keep-progress  # keep the unfinished runs' weights part way (committed progress)
 
 Data (``../shared/data/``, read from there, never committed): training on random 128x128 crops (with flips) of the
 280 BSDS500 training photos of ``bench/photos.py`` (seed-0 split; its 20 others give the test loss during
@@ -273,7 +274,7 @@ def markdown(result: dict) -> str:
 
 
 def main() -> None:
-    args = runs.parser(__doc__, only="the runs whose name ends with this (e.g. q1)").parse_args()
+    args = runs.parser(__doc__, only="the runs whose name ends with this (e.g. q1)", progress=True).parse_args()
     log = runs.start()
     import numpy as np
     import torch
@@ -281,6 +282,9 @@ def main() -> None:
     data_dir = Path(args.data_dir)
     data = photos.photo_cache(data_dir)
     specs = [s for s in RUNS if args.only is None or s.name.endswith(args.only)]
+    if args.keep_progress:
+        runs.keep_progress(specs, log, SCRATCH, WEIGHTS)
+        return
     if not args.evaluate_only:
         runs.train_unfinished(training_order(specs), data, log, SCRATCH, WEIGHTS)
         if args.train_only:

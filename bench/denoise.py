@@ -155,6 +155,13 @@ BASELINE_SETTINGS = "bm3d: default profile; nlm: h 0.6 sigma, fast, patch 5, dis
 TIMED_IMAGES = 2  # images of each set on which aekit and BM3D are timed back to back, never from the memo
 
 
+def _to_torch(a):
+    """A (H, W, 3) or (H, W) array as a (1, C, H, W) tensor, for the metrics."""
+    import torch
+
+    return torch.from_numpy(a).permute(2, 0, 1)[None] if a.ndim == 3 else torch.from_numpy(a)[None, None]
+
+
 def memo_key(method: str, noisy) -> str:
     """The memo's key for a baseline's output: the noisy image's bytes, the method, its settings and the versions of
     the packages that compute it (a deterministic function of these, so a memoised value is a recomputed one)."""
@@ -177,7 +184,6 @@ def scored(method: str, fn, noisy, clean, sigma: int, memo: Path | None) -> tupl
     """PSNR and SSIM of ``method``'s clipped output (and the output): a baseline's are read from the memo folder
     when there, computed and stored otherwise; aekit's are always computed."""
     import numpy as np
-    import torch
 
     from aekit.metrics.pixels import psnr_per_image, ssim_per_image
 
@@ -186,9 +192,8 @@ def scored(method: str, fn, noisy, clean, sigma: int, memo: Path | None) -> tupl
         with np.load(path) as f:
             return {"psnr": float(f["psnr"]), "ssim": float(f["ssim"])}, f["out"].astype(np.float64)
     out = np.clip(fn(noisy, sigma / 255), 0, 1)
-    to_torch = lambda a: torch.from_numpy(a).permute(2, 0, 1)[None] if a.ndim == 3 else torch.from_numpy(a)[None, None]  # noqa: E731
-    score = {"psnr": float(psnr_per_image(to_torch(out), to_torch(clean))[0]),
-             "ssim": float(ssim_per_image(to_torch(out), to_torch(clean))[0])}
+    score = {"psnr": float(psnr_per_image(_to_torch(out), _to_torch(clean))[0]),
+             "ssim": float(ssim_per_image(_to_torch(out), _to_torch(clean))[0])}
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp.npz")
@@ -201,19 +206,17 @@ def evaluate_set(name: str, run, images: list, log, memo: Path | None, methods=M
     """Every method on every noisy image of the set at each sigma: mean PSNR and SSIM (rows) and the sigma-25
     outputs on the first image (for the figure). Baselines come from the memo folder when it has them."""
     import numpy as np
-    import torch
 
     from aekit.metrics.pixels import psnr_per_image
 
     rows, examples = [], {}
     fns = denoisers(run)
-    to_torch = lambda a: torch.from_numpy(a).permute(2, 0, 1)[None] if a.ndim == 3 else torch.from_numpy(a)[None, None]  # noqa: E731
     for sigma in SIGMAS:
         scores = {m: {"psnr": [], "ssim": []} for m in methods}
         noisy_psnr = []
         for i, (stem, clean) in enumerate(images):
             noisy = noisy_image(clean, sigma, i)
-            noisy_psnr.append(float(psnr_per_image(to_torch(np.clip(noisy, 0, 1)), to_torch(clean))[0]))
+            noisy_psnr.append(float(psnr_per_image(_to_torch(np.clip(noisy, 0, 1)), _to_torch(clean))[0]))
             for method in methods:
                 score, out = scored(method, fns[method], noisy, clean, sigma, memo)
                 scores[method]["psnr"].append(score["psnr"])

@@ -74,7 +74,7 @@ def test_two_trainings_racing_into_one_folder_one_wins_and_the_folder_is_whole(t
 
 def test_a_second_writer_is_refused_while_training_and_readers_keep_working(tmp_path):
     out = tmp_path / "run"
-    first = aekit_process("train", "--model", "ae", *TINY, "--batch-size", "8", "--epochs", "30", "--out", out,
+    first = aekit_process("train", "--model", "ae", *TINY, "--batch-size", "8", "--epochs", "100000", "--out", out,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         wait_for(out / "model.safetensors", timeout=120)  # an epoch done: readers have a model

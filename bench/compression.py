@@ -25,7 +25,6 @@ import dataclasses
 import json
 import os
 import platform
-import resource
 import sys
 import time
 from pathlib import Path

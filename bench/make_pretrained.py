@@ -1,12 +1,15 @@
 """(Re)create the pretrained models shipped in ``src/aekit/pretrained/``.
 
 One small MLP per family (ae, dae, sae, vae) and dataset (MNIST, Fashion-MNIST), trained by aekit
-itself with the families' preset objectives, on the full training split, seed 0::
+itself with the families' preset objectives, on the full training split, seed 0; and the blind colour photo
+denoiser of ``bench/denoise.py`` (``photo-denoise``: its committed weights, trained there, copied here with a card)::
 
-    python bench/make_pretrained.py --data-dir ../shared/data            # all 8, about 8 minutes on 2 cores
+    python bench/make_pretrained.py --data-dir ../shared/data            # all, about 9 minutes on 2 cores
     python bench/make_pretrained.py --data-dir ../shared/data --only mnist-vae
+    python bench/make_pretrained.py --data-dir ../shared/data --only photo-denoise
 
-``--data-dir`` holds ``mnist/`` and ``fashion-mnist/`` with the standard IDX ``.gz`` files.
+``--data-dir`` holds ``mnist/`` and ``fashion-mnist/`` with the standard IDX ``.gz`` files, and ``cbsd68/`` (the
+photo denoiser's card measures it there at sigma 25; its ``check`` runs on :func:`aekit.pretrained.check_photo`).
 Each model folder gets the run's ``config.json``, ``model.safetensors`` and ``metrics.jsonl``, and a
 ``card.json`` with the command, seed, data, options, and the metrics of :func:`aekit.pretrained.measure`
 on the test split (10,000 images) and, as an always-available check, on the mnist-5k test split.
@@ -21,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 import aekit
@@ -32,6 +36,10 @@ FAMILIES = ("ae", "dae", "sae", "vae")
 # Small on purpose: 784-128-64-32 is about 0.9 MB of float32 weights, so all 8 ship in about 7 MB.
 OPTIONS = {"arch": "mlp", "hidden": (128, 64), "latent_dim": 32, "epochs": 5, "batch_size": 128, "lr": 1e-3, "seed": 0}
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "src" / "aekit" / "pretrained"
+HERE = Path(__file__).resolve().parent
+# Shipped photo models: name -> bench/denoise.py's run whose committed weights it ships.
+PHOTO = {"photo-denoise": "denoise-rgb"}
+PHOTO_SIGMA = 25 / 255  # the noise of the photo denoiser's card metrics
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,11 +52,16 @@ def main(argv: list[str] | None = None) -> int:
     # Never record a machine's absolute path: cards name a relative --data-dir or a placeholder.
     data_dir_text = args.data_dir if not Path(args.data_dir).is_absolute() else "DATA_DIR"
 
-    names = [f"{d}-{f}" for d in DATASETS for f in FAMILIES]
+    names = [f"{d}-{f}" for d in DATASETS for f in FAMILIES] + list(PHOTO)
     wanted = args.only or names
     unknown = sorted(set(wanted) - set(names))
     if unknown:
         parser.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(names)}")
+    for name in PHOTO:
+        if name in wanted:
+            photo_model(name, Path(args.data_dir), args.out, data_dir_text)
+    if not any(n.startswith(DATASETS) for n in wanted):
+        return 0
     check = aekit.load_dataset("mnist-5k", progress=False).test
 
     for dataset in DATASETS:
@@ -91,6 +104,57 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: test loss {m['loss']:.2f}, psnr {m['psnr_db']:.2f} dB, "
                   f"denoised psnr {m['psnr_denoised_db']:.2f} dB, {seconds:.0f}s", flush=True)
     return 0
+
+
+def photo_model(name: str, data_dir: Path, out: Path, data_dir_text: str) -> None:
+    """Ship ``bench/denoise.py``'s committed run ``PHOTO[name]`` as ``name``, with a card measured here."""
+    import json
+
+    from PIL import Image
+
+    sys.path.insert(0, str(HERE))
+    import denoise
+
+    spec = next(s for s in denoise.RUNS if s.name == PHOTO[name])
+    weights = denoise.WEIGHTS / spec.name
+    run = aekit.load(weights)
+    curve = [json.loads(line) for line in (weights / "metrics.jsonl").read_text().splitlines()]
+    files = sorted((data_dir / "cbsd68").glob("*.png"))
+    if len(files) != 68:
+        raise SystemExit(f"expected the 68 CBSD68 images in {data_dir / 'cbsd68'}, found {len(files)}")
+    images = [torch.from_numpy(np.asarray(Image.open(f).convert("RGB"))).permute(2, 0, 1) for f in files]
+    excluded = {f.stem for f in files}
+    photos = [f for split in ("train", "val") for f in (data_dir / "bsds500" / split).glob("*.jpg")
+              if f.stem not in excluded]
+    hidden = ",".join(map(str, run.config.model.hidden))
+    card = {
+        "name": name,
+        "family": "dae",
+        "description": "blind photo denoiser (colour): a U-Net denoising autoencoder (widths " + hidden + ") trained "
+                       "on random 96x96 crops of BSDS500 train + val minus the 68 CBSD68 images, Gaussian noise of "
+                       "std 0-55/255 (not clipped); any image size, any noise level in that range, never told it",
+        "command": f"python bench/make_pretrained.py --data-dir {data_dir_text} --only {name}",
+        "equivalent_train_command": " ".join(spec.command("BSDS500-minus-CBSD68.npz", f"runs/{spec.name}")),
+        "seed": run.config.train.seed,
+        "options": {"family": "dae", "arch": run.config.model.arch, "hidden": list(run.config.model.hidden),
+                    "epochs": len(curve), "epochs_planned": spec.epochs, "steps": curve[-1]["step"]},
+        "data": {"name": "bsds500 minus cbsd68", "train_images": len(photos) - denoise.HELD_OUT,
+                 "held_out_images": denoise.HELD_OUT, "test_images": len(images)},
+        "metrics": {"data": "cbsd68", "split": "test",
+                    **pretrained.measure_denoiser(run, images, PHOTO_SIGMA)},
+        "check": {"data": "aekit.pretrained.check_photo()", "split": "synthetic",
+                  **pretrained.measure_denoiser(run, [pretrained.check_photo()], PHOTO_SIGMA)},
+        "benchmark": "bench/denoise.py (docs/results.md, Photo denoising): against BM3D, non-local means and wavelets",
+        "aekit_version": aekit.__version__,
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+    }
+    pretrained.copy_run(weights, out / name, card)
+    config = json.loads((out / name / "config.json").read_text())  # the data by its file's name, not a bench path
+    config["data"]["data"] = Path(config["data"]["data"]).name
+    (out / name / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    m = card["metrics"]
+    print(f"{name}: CBSD68 at sigma 25: {m['psnr_noisy_db']:.2f} -> {m['psnr_denoised_db']:.2f} dB", flush=True)
 
 
 _DESCRIPTIONS = {

@@ -13,6 +13,7 @@ from aekit.cli import main
 from aekit.data import load_images
 
 NAMES = [f"{data}-{family}" for data in ("fashion-mnist", "mnist") for family in ("ae", "dae", "sae", "vae")]
+PHOTO = ["photo-denoise"]  # bench/denoise.py's blind colour denoiser, shipped by bench/make_pretrained.py
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -23,8 +24,8 @@ def assert_close_metrics(got: dict, want: dict) -> None:
         assert value == pytest.approx(want[key], rel=1e-4, abs=1e-5), key
 
 
-def test_available_lists_the_eight_models():
-    assert aekit.pretrained.available() == NAMES
+def test_available_lists_the_eight_digit_models_and_the_photo_denoiser():
+    assert aekit.pretrained.available() == NAMES + PHOTO
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -64,6 +65,62 @@ def test_the_families_behave_as_their_cards_say():
         assert all(cards[f"{data}-{f}"]["metrics"]["psnr_db"] > 13 for f in ("ae", "dae", "sae", "vae"))
 
 
+def test_the_photo_denoiser_reproduces_its_check_and_denoises_as_its_card_says():
+    run = aekit.pretrained("photo-denoise")
+    card = run.card
+    assert run.model.config.arch == "unet" and run.model.config.spatial and run.config.family == "dae"
+    assert card["options"]["epochs"] <= card["options"]["epochs_planned"] and "bench/make_pretrained.py" in card["command"]
+    # the synthetic check image is the same bytes everywhere, and the card's numbers recompute on it
+    import hashlib
+
+    image = aekit.pretrained.check_photo()
+    assert hashlib.sha256(image.numpy().tobytes()).hexdigest() == (
+        "aaf6bae5cbd4fa51e560a929c9215abc889c0a30180b5f0c47ef8d0455289330")
+    want = {k: v for k, v in card["check"].items() if k not in ("data", "split")}
+    assert_close_metrics(aekit.pretrained.measure_denoiser(run, [image], want["noise_std"]), want)
+    # what the card records on CBSD68 is a denoiser's: more than 6 dB gained at sigma 25
+    m = card["metrics"]
+    assert m["images"] == 68 and m["noise_std"] == pytest.approx(25 / 255)
+    assert m["psnr_denoised_db"] > m["psnr_noisy_db"] + 6
+
+
+def test_the_photo_denoisers_cbsd68_metrics_recompute(shared_data):
+    """The card's CBSD68 numbers, recomputed from the shipped weights (skipped without ../shared/data)."""
+    from PIL import Image
+
+    files = sorted((Path(shared_data) / "cbsd68").glob("*.png"))
+    images = [np.asarray(Image.open(f).convert("RGB")).transpose(2, 0, 1).copy() for f in files]
+    run = aekit.pretrained("photo-denoise")
+    want = {k: v for k, v in run.card["metrics"].items() if k not in ("data", "split")}
+    assert_close_metrics(aekit.pretrained.measure_denoiser(run, images, want["noise_std"]), want)
+
+
+def test_denoise_with_the_photo_denoiser_writes_one_photo_at_its_size_and_mode(tmp_path, capsys):
+    from PIL import Image
+
+    y, x = np.mgrid[0:51, 0:71]
+    clean = np.stack([(x * 3) % 256, (y * 5) % 256, ((x + y) * 2) % 256], axis=-1).astype(np.uint8)
+    Image.fromarray(clean).save(tmp_path / "odd.png")
+    Image.fromarray(clean).convert("L").save(tmp_path / "grey.png")
+    assert main(["denoise", "--pretrained", "photo-denoise", str(tmp_path / "odd.png"), "--noise-std", "0.1",
+                 "-o", str(tmp_path / "out.png")]) == 0
+    out = capsys.readouterr().out
+    noisy_db, denoised_db = (float(line.split()[-1]) for line in out.splitlines() if line.startswith("psnr_"))
+    assert denoised_db > noisy_db + 3
+    result = Image.open(tmp_path / "out.png")
+    assert result.size == (71, 51) and result.mode == "RGB"
+    assert main(["denoise", "--pretrained", "photo-denoise", str(tmp_path / "grey.png"), "-o",
+                 str(tmp_path / "grey-out.png")]) == 0
+    result = Image.open(tmp_path / "grey-out.png")
+    assert result.size == (71, 51) and result.mode == "L"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["grey-out.png", "grey.png", "odd.png", "out.png"]
+    # a .png output names one image: a folder of photos is refused before anything is written
+    code = main(["denoise", "--pretrained", "photo-denoise", str(tmp_path), "-o", str(tmp_path / "all.png")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "names one image" in err
+    assert not (tmp_path / "all.png").exists()
+
+
 def test_unknown_name_lists_the_names():
     with pytest.raises(aekit.AekitError, match="unknown pretrained model 'mnist-gan'; available: fashion-mnist-ae, "):
         aekit.pretrained("mnist-gan")
@@ -73,12 +130,15 @@ def test_shipped_files_are_small_relative_and_packaged():
     root = resources.files("aekit.pretrained")
     files = [p for name in NAMES for p in Path(str(root / name)).iterdir()]
     assert sum(p.stat().st_size for p in files) < 8 * 2**20
+    photo = [p for name in PHOTO for p in Path(str(root / name)).iterdir()]
+    assert sum(p.stat().st_size for p in photo) < 6 * 2**20  # half-precision weights
+    files += photo
     # nothing machine-specific: no absolute paths in any JSON
     for path in files:
         if path.suffix in (".json", ".jsonl"):
             text = path.read_text()
             assert "/work/" not in text and "/home/" not in text and "/tmp/" not in text, path
-    for name in NAMES:
+    for name in NAMES + PHOTO:
         config = json.loads((Path(str(root / name)) / "config.json").read_text())
         assert config["data"]["data_dir"] is None
     # pyproject's package data covers every shipped file, so a wheel carries them

@@ -17,7 +17,7 @@ import torch
 from .core.objectives import corrupt
 from .core.options import Interval, check_value
 from .data import ImageSet, load_images
-from .data.load import iter_photos
+from .data.load import input_kind, iter_photos
 from .data.machine import check_memory
 from .errors import AekitError
 from .files import atomic_write_bytes, check_writable, make_folder, output_stem
@@ -57,11 +57,23 @@ def _check_output(out: Path, *, arrays: tuple[str, ...] = (".npy",), folder: boo
         return
     if not folder or out.suffix:
         kinds = " or ".join(arrays)
-        raise AekitError(f"-o {out}: give " + (f"a folder (for PNGs) or a name ending in {kinds} (for an array)"
+        what = "an image" if arrays == (".npy", ".png") else "an array"
+        raise AekitError(f"-o {out}: give " + (f"a folder (for PNGs) or a name ending in {kinds} (for {what})"
                                                 if folder else f"a name ending in {kinds}"))
     if out.exists() and not out.is_dir():
         raise AekitError(f"-o {out} exists and is not a folder (end the name in .npy to write an array)")
     check_writable(out, folder=True)
+
+
+def _check_photo_output(run: Run, spec: str, out: Path) -> None:
+    """What a photo model's reconstruct or denoise may write: a folder, a .npy array, or (``-o NAME.png``) the one
+    image of an INPUT that is one image file, at its size and in its mode."""
+    if not run.model.config.spatial:
+        _check_output(out)
+        return
+    _check_output(out, arrays=(".npy", ".png"))
+    if out.suffix == ".png" and input_kind(spec) != "image":
+        raise AekitError(f"-o {out} names one image, and {spec} is not one image file: give a folder for its PNGs")
 
 
 def _budget(verb: str, images: int, copies: int, run: Run, out: Path) -> None:
@@ -128,7 +140,7 @@ def reconstruct(run: Run, spec: str, out: str | Path, *, limit: int | None = Non
                 data_dir: str | None = None) -> dict:
     """Reconstruct INPUT: one PNG per image plus ``grid.png`` (inputs over reconstructions), or a .npy array."""
     out = Path(out)
-    _check_output(out)
+    _check_photo_output(run, spec, out)
     if run.model.config.spatial:
         return _photos(run, spec, out, limit=limit, data_dir=data_dir)
     model, images = run.model, load_inputs(run, spec, limit=limit, data_dir=data_dir)
@@ -164,7 +176,8 @@ def _photos(run: Run, spec: str, out: Path, *, noise_std: float | None = None, s
             noise_level: float | None = None) -> dict:
     """A spatial model's reconstruct (or denoise: with ``noise_std`` of images it makes noisy, else of images taken
     as noisy already): every image at its own size, one at a time (a large one in tiles), each written as a PNG
-    named after it, or all stacked in a .npy when they share a size. A model told the noise level is told
+    named after it (with ``noise_std``, its noisy version beside it), all stacked in a .npy when they share a size,
+    or, for one image file and ``-o NAME.png``, the result alone in that file. A model told the noise level is told
     ``noise_level``, else the added noise's std, else each image's estimated one (recorded as ``noise_level``)."""
     model, c = run.model, run.model.config.channels
     results, arrays = [], []
@@ -192,6 +205,8 @@ def _photos(run: Run, spec: str, out: Path, *, noise_std: float | None = None, s
             if arrays and arrays[0].shape != shown.shape:
                 raise AekitError(f"-o {out}: the images differ in size, so they cannot share an array; give a folder")
             arrays.append(shown)
+        elif out.suffix == ".png":  # the one image of an image file (checked before): the result alone
+            save_png(shown[0], out)
         else:
             make_folder(out)
             stem = output_stem(name, i, names)
@@ -236,7 +251,7 @@ def denoise(run: Run, spec: str, out: str | Path, *, noise_std: float | None = N
         if not run.model.config.noise_level_input:
             raise AekitError("--noise-level: this model is blind (trained without --noise-level-input), it is told "
                              "no level; leave it out")
-    _check_output(out)
+    _check_photo_output(run, spec, out)
     if run.model.config.spatial:
         return _photos(run, spec, out, noise_std=noise_std, seed=seed, limit=limit, data_dir=data_dir, denoising=True,
                        noise_level=noise_level)

@@ -64,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = verbs.add_parser("reconstruct", help="reconstruct images")
     _run_and_input(r)
-    r.add_argument("-o", "--output", required=True, help="a folder (PNGs + grid.png) or a .npy file")
+    r.add_argument("-o", "--output", required=True, help="a folder (PNGs + grid.png) or a .npy file; a photo model: "
+                   "also out.png for one image file")
 
     d = verbs.add_parser("denoise", help="denoise images (noisy ones, or clean ones made noisy by --noise-std)")
     _run_and_input(d)
@@ -75,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="for a model trained with --noise-level-input: the noise std to tell it (default: the added "
                         "noise's, else the estimated one)")
     d.add_argument("--seed", type=SEED, default=0, help="seed of the noise (default 0)")
-    d.add_argument("-o", "--output", required=True, help="a folder (clean|noisy|denoised PNGs + grid.png) or a .npy file")
+    d.add_argument("-o", "--output", required=True, help="a folder (clean|noisy|denoised PNGs + grid.png) or a .npy file; "
+                   "a photo model: also out.png for one image file")
 
     cp = verbs.add_parser("compress", help="compress images to .aek files (a run trained with --latent entropy)")
     _run_and_input(cp)

@@ -87,6 +87,11 @@ def load_array_file(
     return read_array_file(path)
 
 
+def input_kind(spec: str | os.PathLike[str]) -> str:
+    """What an INPUT names: "dataset", "folder", "array" or "image" (an error for anything else)."""
+    return _resolve(spec)[0]
+
+
 def _resolve(spec: str | os.PathLike[str]) -> tuple[str, Path]:
     """Return (kind, path): kind is "dataset" (path is the name), "folder", "array" or "image"."""
     text = os.fspath(spec)

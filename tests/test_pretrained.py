@@ -119,6 +119,11 @@ def test_denoise_with_the_photo_denoiser_writes_one_photo_at_its_size_and_mode(t
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "names one image" in err
     assert not (tmp_path / "all.png").exists()
+    # its training data is not shipped: verbs that read a run's data ask for --data in one line
+    for verb in ("evaluate", "serve"):
+        code = main([verb, "--pretrained", "photo-denoise"])
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1 and "bsds500-minus-cbsd68.npz, is not here" in err and "--data" in err
 
 
 def test_unknown_name_lists_the_names():

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from .data import Splits, load_dataset
+from .data.datasets import DATASETS
 from .errors import AekitError
 from .files import RunLock, check_writable
 from .metrics import baselines, likelihood, reconstruction, sparsity
@@ -225,6 +226,9 @@ def load_run_splits(run: Run, *, data: str | None = None, data_dir: str | None =
     d, t = run.config.data, run.config.train
     c, h, w = run.model.config.image_shape
     crop = d.crop and data is None  # a model trained on crops is evaluated on the centre crops of its data
+    if data is None and d.data not in DATASETS and not Path(d.data).expanduser().exists():
+        raise AekitError(f"this run's data, {d.data}, is not here (moved, or the run was made elsewhere); give "
+                         "--data: a dataset name, a folder of images or an array file")
     splits = load_dataset(
         data or d.data, data_dir=data_dir or d.data_dir, channels=c, image_size=d.image_size if crop else (h, w),
         test_split=d.test_split, seed=t.seed, progress=progress, binarize=d.binarize,

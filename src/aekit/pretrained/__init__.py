@@ -129,7 +129,8 @@ def measure(run: Run, images, *, noise_std: float = DENOISE_STD) -> dict[str, fl
 def measure_denoiser(run: Run, images, noise_std: float, *, seed: int = 0) -> dict[str, float]:
     """A photo denoiser's card metrics: each uint8 image (C, H, W) of ``images`` (any sizes) plus Gaussian noise of
     std ``noise_std`` (not clipped, drawn in order from one generator seeded ``seed``), denoised blind by
-    :meth:`~aekit.Autoencoder.restore`; PSNR in dB of the noisy and the denoised image, means over the images."""
+    :meth:`~aekit.Autoencoder.restore`; PSNR in dB of the noisy and the denoised image, means over the images and
+    each image's (the first k images of a list get the same noise as alone: a card's numbers check on a part)."""
     from ..metrics.pixels import mean_psnr
 
     generator = torch.Generator().manual_seed(seed)
@@ -140,7 +141,8 @@ def measure_denoiser(run: Run, images, noise_std: float, *, seed: int = 0) -> di
         noisy_db.append(mean_psnr(noisy.clamp(0, 1), clean))
         denoised_db.append(mean_psnr(run.model.restore(noisy).clamp(0, 1), clean))
     return {"images": len(noisy_db), "noise_std": noise_std, "psnr_noisy_db": sum(noisy_db) / len(noisy_db),
-            "psnr_denoised_db": sum(denoised_db) / len(denoised_db)}
+            "psnr_denoised_db": sum(denoised_db) / len(denoised_db), "psnr_noisy_db_per_image": noisy_db,
+            "psnr_denoised_db_per_image": denoised_db}
 
 
 def check_photo() -> torch.Tensor:

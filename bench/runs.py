@@ -62,7 +62,11 @@ def train(spec, data: Path, log, scratch: Path, weights: Path) -> None:
         cmd.append("--resume")
     log(f"training {spec.name}: {' '.join(cmd)}")
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    subprocess.run([sys.executable, "-m", "aekit", *cmd[1:], "--quiet"], check=True, env=env, cwd=REPO)
+    done = subprocess.run([sys.executable, "-m", "aekit", *cmd[1:], "--quiet"], env=env, cwd=REPO)
+    if done.returncode == 130:  # stopped by Ctrl-C (or SIGINT): the run saved where it was
+        raise SystemExit(f"{spec.name}: stopped; rerun the same command to resume it from {out}")
+    if done.returncode:
+        raise SystemExit(f"{spec.name}: aekit train failed (exit {done.returncode}); its folder is {out}")
     keep(out, weights / spec.name)
 
 

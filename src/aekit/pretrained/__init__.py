@@ -126,7 +126,7 @@ def measure(run: Run, images, *, noise_std: float = DENOISE_STD) -> dict[str, fl
     }
 
 
-def measure_denoiser(run: Run, images, noise_std: float, *, seed: int = 0) -> dict[str, float]:
+def measure_denoiser(run: Run, images, noise_std: float, *, seed: int = 0) -> dict[str, Any]:
     """A photo denoiser's card metrics: each uint8 image (C, H, W) of ``images`` (any sizes) plus Gaussian noise of
     std ``noise_std`` (not clipped, drawn in order from one generator seeded ``seed``), denoised blind by
     :meth:`~aekit.Autoencoder.restore`; PSNR in dB of the noisy and the denoised image, means over the images and

@@ -123,7 +123,6 @@ def evaluate_run(spec: Spec, images: list) -> dict:
 def large_photo(spec: Spec, images: list) -> dict:
     """Point 5: ``aekit compress`` and ``aekit decompress`` on a photo larger than any training crop, each command in
     its own process: its time and its peak resident memory (ru_maxrss), the file's bpp and the decoded PSNR."""
-    import subprocess
     import tempfile
 
     import numpy as np
@@ -134,19 +133,13 @@ def large_photo(spec: Spec, images: list) -> dict:
     pair = torch.cat([images[0], images[1]], dim=-1)[..., :512, :]  # (3, 512, 1536): two images side by side
     big = F.interpolate(pair[None].float(), size=LARGE, mode="bicubic", align_corners=False)[0]
     big = big.round().clamp(0, 255).to(torch.uint8)
-    code = ("import resource, sys, time; from aekit.cli import main; t = time.perf_counter(); rc = main(sys.argv[1:]); "
-            "print('SECONDS', time.perf_counter() - t); "
-            "print('PEAK_MIB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024); sys.exit(rc)")
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     steps = {}
     with tempfile.TemporaryDirectory() as tmp:
         png, aek, out = Path(tmp) / "big.png", Path(tmp) / "big.aek", Path(tmp) / "decoded.png"
         Image.fromarray(big.permute(1, 2, 0).numpy()).save(png)
         for verb, src, dst in (("compress", png, aek), ("decompress", aek, out)):
-            done = subprocess.run([sys.executable, "-c", code, verb, str(WEIGHTS / spec.name), str(src), "-o", str(dst)],
-                                  capture_output=True, text=True, env=env, check=True)
-            values = dict(line.split(None, 1) for line in done.stdout.strip().splitlines() if line.startswith(("SECONDS", "PEAK")))
-            steps[verb] = {"seconds": float(values["SECONDS"]), "peak_rss_mib": float(values["PEAK_MIB"])}
+            done = runs.cli_in_own_process([verb, WEIGHTS / spec.name, src, "-o", dst])
+            steps[verb] = {"seconds": done["seconds"], "peak_rss_mib": done["peak_mib"]}
         decoded = torch.from_numpy(np.asarray(Image.open(out).convert("RGB"))).permute(2, 0, 1)
         point = codec_baselines.measure(big, decoded, 8 * aek.stat().st_size)
     return {"size": f"{LARGE[1]}x{LARGE[0]}", "run": spec.name, **point,

@@ -36,7 +36,6 @@ import dataclasses
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -82,6 +81,15 @@ RUNS = (Spec("denoise-rgb", 3, 600), Spec("denoise-grey", 1, 600))
 TEST_SETS = {"cbsd68": ("denoise-rgb", 3), "set12": ("denoise-grey", 1)}
 
 
+def training_files(data_dir: Path) -> list:
+    """The BSDS500 train and val photos that are not among CBSD68's 68 (the colour test set), sorted."""
+    excluded = {p.stem for p in (data_dir / "cbsd68").glob("*.png")}
+    if len(excluded) != 68:
+        raise SystemExit(f"expected the 68 CBSD68 images in {data_dir / 'cbsd68'}, found {len(excluded)}")
+    return [f for split in ("train", "val") for f in sorted((data_dir / "bsds500" / split).glob("*.jpg"))
+            if f.stem not in excluded]
+
+
 def training_cache(data_dir: Path) -> Path:
     """BSDS500 train + val minus CBSD68's 68 as one uint8 (N, 3, 321, 481) array (portraits turned): a seeded
     HELD_OUT of them as the test split (the test loss during training), the rest to train on."""
@@ -91,13 +99,8 @@ def training_cache(data_dir: Path) -> Path:
     path = HERE / "results" / "tmp" / "bsds500-minus-cbsd68.npz"
     if path.exists():
         return path
-    excluded = {p.stem for p in (data_dir / "cbsd68").glob("*.png")}
-    if len(excluded) != 68:
-        raise SystemExit(f"expected the 68 CBSD68 images in {data_dir / 'cbsd68'}, found {len(excluded)}")
-    files = [f for split in ("train", "val") for f in sorted((data_dir / "bsds500" / split).glob("*.jpg"))
-             if f.stem not in excluded]
     photos = []
-    for f in files:
+    for f in training_files(data_dir):
         image = np.asarray(Image.open(f).convert("RGB"))
         photos.append(image if image.shape[0] <= image.shape[1] else np.rot90(image))
     images = np.stack(photos).transpose(0, 3, 1, 2).copy()
@@ -262,21 +265,15 @@ def large_photos(data_dir: Path, log) -> list:
     out = []
     with tempfile.TemporaryDirectory() as tmp:
         for spec, image in cases:
-            code = ("import resource, sys, time; from aekit.cli import main; t = time.perf_counter(); "
-                    f"rc = main(['denoise', {str(WEIGHTS / spec)!r}, {str(image)!r}, '--noise-std', '{25 / 255:.6f}', "
-                    f"'-o', {tmp!r} + '/{spec}']); "
-                    "print('SECONDS', time.perf_counter() - t); "
-                    "print('PEAK_MB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024); sys.exit(rc)")
-            env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-            done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
-            values = dict(line.split(None, 1) for line in done.stdout.strip().splitlines())
+            values = runs.cli_in_own_process(["denoise", WEIGHTS / spec, image, "--noise-std", f"{25 / 255:.6f}",
+                                              "-o", Path(tmp) / spec])
             from PIL import Image
 
             size = Image.open(image).size
             out.append({"model": spec, "image": image.name, "size": f"{size[0]}x{size[1]}",
                         "psnr_noisy_db": float(values["psnr_noisy_db"]),
                         "psnr_denoised_db": float(values["psnr_denoised_db"]),
-                        "seconds": float(values["SECONDS"]), "peak_memory_mb": float(values["PEAK_MB"])})
+                        "seconds": values["seconds"], "peak_memory_mb": values["peak_mib"]})
             log(f"  aekit denoise {image.name}: {out[-1]}")
     return out
 

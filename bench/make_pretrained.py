@@ -119,13 +119,9 @@ def photo_model(name: str, data_dir: Path, out: Path, data_dir_text: str) -> Non
     weights = denoise.WEIGHTS / spec.name
     run = aekit.load(weights)
     curve = [json.loads(line) for line in (weights / "metrics.jsonl").read_text().splitlines()]
+    photos = denoise.training_files(data_dir)  # checks that CBSD68's 68 are there
     files = sorted((data_dir / "cbsd68").glob("*.png"))
-    if len(files) != 68:
-        raise SystemExit(f"expected the 68 CBSD68 images in {data_dir / 'cbsd68'}, found {len(files)}")
     images = [torch.from_numpy(np.asarray(Image.open(f).convert("RGB"))).permute(2, 0, 1) for f in files]
-    excluded = {f.stem for f in files}
-    photos = [f for split in ("train", "val") for f in (data_dir / "bsds500" / split).glob("*.jpg")
-              if f.stem not in excluded]
     hidden = ",".join(map(str, run.config.model.hidden))
     card = {
         "name": name,

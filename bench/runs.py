@@ -70,6 +70,23 @@ def train(spec, data: Path, log, scratch: Path, weights: Path) -> None:
     keep(out, weights / spec.name)
 
 
+def cli_in_own_process(argv: list[str]) -> dict:
+    """``aekit ARGV`` in a process of its own: its printed ``key value`` lines, plus ``seconds`` (the command, start-up
+    included) and ``peak_mib`` (its peak resident memory). A failing command raises.
+
+    The peak is the process's own VmHWM (``/proc/self/status``): ru_maxrss of a process started by exec keeps the
+    peak of the process it was forked from, a benchmark holding a gigabyte, and so read the parent's peak."""
+    code = ("import sys, time; from aekit.cli import main; t = time.perf_counter(); rc = main(sys.argv[1:]); "
+            "print('SECONDS', time.perf_counter() - t); "
+            "print('PEAK_MIB', next(int(line.split()[1]) for line in open('/proc/self/status') "
+            "if line.startswith('VmHWM:')) / 1024); sys.exit(rc)")
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    done = subprocess.run([sys.executable, "-c", code, *map(str, argv)], capture_output=True, text=True, env=env,
+                          check=True)
+    values = dict(line.split(None, 1) for line in done.stdout.strip().splitlines() if len(line.split(None, 1)) == 2)
+    return {**values, "seconds": float(values["SECONDS"]), "peak_mib": float(values["PEAK_MIB"])}
+
+
 def unfinished(spec, weights: Path) -> bool:
     """Whether a spec still has training to do: no kept weights, or kept ones from fewer epochs than it asks for
     (a run kept part way, to be resumed in a later session from its scratch folder)."""

@@ -57,8 +57,7 @@ def _check_output(out: Path, *, arrays: tuple[str, ...] = (".npy",), folder: boo
         return
     if not folder or out.suffix:
         kinds = " or ".join(arrays)
-        what = "an image" if arrays == (".npy", ".png") else "an array"
-        raise AekitError(f"-o {out}: give " + (f"a folder (for PNGs) or a name ending in {kinds} (for {what})"
+        raise AekitError(f"-o {out}: give " + (f"a folder (for PNGs) or a name ending in {kinds} (for an array)"
                                                 if folder else f"a name ending in {kinds}"))
     if out.exists() and not out.is_dir():
         raise AekitError(f"-o {out} exists and is not a folder (end the name in .npy to write an array)")
@@ -68,12 +67,12 @@ def _check_output(out: Path, *, arrays: tuple[str, ...] = (".npy",), folder: boo
 def _check_photo_output(run: Run, spec: str, out: Path) -> None:
     """What a photo model's reconstruct or denoise may write: a folder, a .npy array, or (``-o NAME.png``) the one
     image of an INPUT that is one image file, at its size and in its mode."""
-    if not run.model.config.spatial:
-        _check_output(out)
+    if run.model.config.spatial and out.suffix == ".png":
+        if input_kind(spec) != "image":
+            raise AekitError(f"-o {out} names one image, and {spec} is not one image file: give a folder for its PNGs")
+        check_writable(out)
         return
-    _check_output(out, arrays=(".npy", ".png"))
-    if out.suffix == ".png" and input_kind(spec) != "image":
-        raise AekitError(f"-o {out} names one image, and {spec} is not one image file: give a folder for its PNGs")
+    _check_output(out)
 
 
 def _budget(verb: str, images: int, copies: int, run: Run, out: Path) -> None:

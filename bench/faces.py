@@ -3,6 +3,7 @@
     python bench/faces.py                    # train what has no committed weights (resumable), evaluate, write
     python bench/faces.py --evaluate-only    # re-check every number from the committed weights (no training)
     python bench/faces.py --only ae128       # the runs whose name starts with this
+    python bench/faces.py --keep-progress    # keep unfinished runs' weights as they are now, to evaluate part way
 
 Data: the 15,000 UTKFace photos of ``../shared/data/faces/utkface/`` (aligned and cropped, 200x200 JPEG; a
 non-commercial research licence: they are read from there, never committed). The 14,996 whose names parse as
@@ -63,7 +64,7 @@ RUNS = (
     Spec("ae-spatial", ("--latent-channels", "4"), 4,
          "a 4 x 8 x 8 spatial code (256 numbers) beats PCA-256 by >= 1 dB"),
     # The generative half (issue 19, points 2 and 3): evaluated once their weights are committed.
-    Spec("vae128", ("--latent-dim", "128", "--kl-warmup", "4000"), 30,
+    Spec("vae128", ("--latent-dim", "128", "--kl-warmup", "2000"), 12,
          "prior samples: Frechet distance at most half that of probabilistic PCA's; a figure of faces",
          model="vae", likelihood="logistic"),
     Spec("vae-spatial", ("--downsample", "4", "--latent-channels", "8", "--free-bits", "0.05"), 30,
@@ -312,7 +313,7 @@ def markdown(result: dict) -> str:
 
 
 def main() -> None:
-    parser = runs.parser(__doc__, only="only the runs whose name starts with this")
+    parser = runs.parser(__doc__, only="only the runs whose name starts with this", progress=True)
     parser.add_argument("--keep", default=None, metavar="RUN_DIR",
                         help="keep a finished run trained elsewhere as the weights of --only's run, then stop")
     args = parser.parse_args()
@@ -322,6 +323,9 @@ def main() -> None:
         if len(specs) != 1:
             sys.exit("faces.py: error: --keep needs --only naming one run")
         runs.keep(Path(args.keep), WEIGHTS / specs[0].name)
+        return
+    if args.keep_progress:
+        runs.keep_progress(specs, log, SCRATCH, WEIGHTS)
         return
     data = face_cache(Path(args.data_dir))
     for spec in specs:

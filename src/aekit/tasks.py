@@ -158,21 +158,23 @@ def reconstruct(run: Run, spec: str, out: str | Path, *, limit: int | None = Non
     return {"images": len(recon), "mse_per_pixel": mse, "psnr_db": mean_psnr(clean, recon), "output": str(out)}
 
 
-def _in_its_mode(model, image: torch.Tensor, noise_level: float | None = None) -> torch.Tensor:
+def _in_its_mode(model, image: torch.Tensor, noise_level: float | None = None,
+                 self_ensemble: bool = False) -> torch.Tensor:
     """``model.reconstruct`` of one image (1, c, H, W) in its own mode: a colour photo through a grey model plane
     by plane, a grey photo through a colour model as R = G = B and back to grey (the channels' mean). A model
     told the noise level is told ``noise_level``."""
     c, model_c = image.shape[1], model.config.channels
+    options = {"noise_level": noise_level, "self_ensemble": self_ensemble}
     if c == model_c:
-        return model.reconstruct(image, noise_level=noise_level)
+        return model.reconstruct(image, **options)
     if model_c == 1:  # (1, 3, H, W) -> (3, 1, H, W) and back
-        return model.reconstruct(image.transpose(0, 1), noise_level=noise_level).transpose(0, 1)
-    return model.reconstruct(image.expand(-1, model_c, -1, -1), noise_level=noise_level).mean(1, keepdim=True)
+        return model.reconstruct(image.transpose(0, 1), **options).transpose(0, 1)
+    return model.reconstruct(image.expand(-1, model_c, -1, -1), **options).mean(1, keepdim=True)
 
 
 def _photos(run: Run, spec: str, out: Path, *, noise_std: float | None = None, seed: int = 0,
             limit: int | None = None, data_dir: str | None = None, denoising: bool = False,
-            noise_level: float | None = None) -> dict:
+            noise_level: float | None = None, self_ensemble: bool = False) -> dict:
     """A spatial model's reconstruct (or denoise: with ``noise_std`` of images it makes noisy, else of images taken
     as noisy already): every image at its own size, one at a time (a large one in tiles), each written as a PNG
     named after it (with ``noise_std``, its noisy version beside it), all stacked in a .npy when they share a size,
@@ -192,13 +194,13 @@ def _photos(run: Run, spec: str, out: Path, *, noise_std: float | None = None, s
         if noise_std is None:
             row = ({"estimated_noise_std": float(estimate_noise_std(clean)[0])} if denoising else {})
             level = _level(model, noise_level, row.get("estimated_noise_std"), row)
-            shown = _in_its_mode(model, image, level)
+            shown = _in_its_mode(model, image, level, self_ensemble)
             if not denoising:
                 row["psnr_db"] = mean_psnr(clean, shown)
         else:
             noisy = corrupt(clean, noise_std=noise_std, generator=generator)
             row = {"psnr_noisy_db": mean_psnr(noisy, clean)}
-            shown = _in_its_mode(model, noisy, _level(model, noise_level, noise_std, row))
+            shown = _in_its_mode(model, noisy, _level(model, noise_level, noise_std, row), self_ensemble)
             row["psnr_denoised_db"] = mean_psnr(shown, clean)
         if out.suffix == ".npy":
             if arrays and arrays[0].shape != shown.shape:
@@ -234,14 +236,16 @@ def _level(model, given: float | None, fallback: float | None, row: dict) -> flo
 
 
 def denoise(run: Run, spec: str, out: str | Path, *, noise_std: float | None = None, seed: int = 0,
-            limit: int | None = None, data_dir: str | None = None, noise_level: float | None = None) -> dict:
+            limit: int | None = None, data_dir: str | None = None, noise_level: float | None = None,
+            self_ensemble: bool = False) -> dict:
     """Denoise INPUT. With ``noise_std``, a demonstration: Gaussian noise of that std (seeded, clipped to [0, 1] as
     a saved photo is) is added first, and the PSNRs of the noisy and denoised images are measured; without it the
     images are taken as noisy already, denoised as they are, and each one's noise std is estimated
     (:func:`aekit.metrics.pixels.estimate_noise_std`). A model trained with ``noise_level_input`` is told
-    ``noise_level``, else the added noise's std, else the estimate. Writes per image a clean | noisy | denoised
-    PNG (input | denoised without ``noise_std``) plus ``grid.png``, a photo model one PNG per image named after
-    it, or the denoised images as a .npy array."""
+    ``noise_level``, else the added noise's std, else the estimate. ``self_ensemble`` (a photo model): each image
+    denoised in its 8 rotations and mirror images, turned back and averaged (8 times the work). Writes per image a
+    clean | noisy | denoised PNG (input | denoised without ``noise_std``) plus ``grid.png``, a photo model one PNG
+    per image named after it, or the denoised images as a .npy array."""
     out = Path(out)
     if noise_std is not None:
         check_value("noise std", noise_std, NOISE_STD)
@@ -253,7 +257,10 @@ def denoise(run: Run, spec: str, out: str | Path, *, noise_std: float | None = N
     _check_photo_output(run, spec, out)
     if run.model.config.spatial:
         return _photos(run, spec, out, noise_std=noise_std, seed=seed, limit=limit, data_dir=data_dir, denoising=True,
-                       noise_level=noise_level)
+                       noise_level=noise_level, self_ensemble=self_ensemble)
+    if self_ensemble:
+        raise AekitError("--self-ensemble needs a photo model (a spatial latent): a vector code is tied to its "
+                         "image's orientation")
     model, images = run.model, load_inputs(run, spec, limit=limit, data_dir=data_dir)
     _budget("denoising", len(images), 4, run, out)
     clean = model.prepare(images.images)

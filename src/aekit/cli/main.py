@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--noise-level", type=bounded("--noise-level", float, "[0, 2]"), default=None,
                    help="for a model trained with --noise-level-input: the noise std to tell it (default: the added "
                         "noise's, else the estimated one)")
+    d.add_argument("--self-ensemble", action="store_true",
+                   help="a photo model: denoise each image in its 8 rotations and mirror images and average them, "
+                        "turned back (8 times slower; about +0.25 dB)")
     d.add_argument("--seed", type=SEED, default=0, help="seed of the noise (default 0)")
     d.add_argument("-o", "--output", required=True, help="a folder (clean|noisy|denoised PNGs + grid.png) or a .npy file; "
                    "a photo model: also out.png for one image file")
@@ -324,7 +327,8 @@ def _main(argv: Sequence[str] | None) -> int:
             _print_result(tasks.reconstruct(run, args.input, args.output, limit=args.limit, data_dir=args.data_dir))
         elif args.verb == "denoise":
             _print_result(tasks.denoise(run, args.input, args.output, noise_std=args.noise_std, seed=args.seed,
-                                        limit=args.limit, data_dir=args.data_dir, noise_level=args.noise_level))
+                                        limit=args.limit, data_dir=args.data_dir, noise_level=args.noise_level,
+                                        self_ensemble=args.self_ensemble))
         elif args.verb == "compress":
             from ..codec import compress_files
 

@@ -37,8 +37,9 @@ FAMILIES = ("ae", "dae", "sae", "vae")
 OPTIONS = {"arch": "mlp", "hidden": (128, 64), "latent_dim": 32, "epochs": 5, "batch_size": 128, "lr": 1e-3, "seed": 0}
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "src" / "aekit" / "pretrained"
 HERE = Path(__file__).resolve().parent
-# Shipped photo models: name -> bench/denoise.py's run whose committed weights it ships.
-PHOTO = {"photo-denoise": "denoise-rgb"}
+# Shipped photo models: name -> bench/denoise.py's run whose committed weights it ships, and the test set (a
+# folder of ../shared/data) its card is measured on.
+PHOTO = {"photo-denoise": ("denoise-rgb", "cbsd68"), "photo-denoise-grey": ("denoise-grey", "set12")}
 PHOTO_SIGMA = 25 / 255  # the noise of the photo denoiser's card metrics
 
 
@@ -110,25 +111,28 @@ def photo_model(name: str, data_dir: Path, out: Path, data_dir_text: str) -> Non
     """Ship ``bench/denoise.py``'s committed run ``PHOTO[name]`` as ``name``, with a card measured here."""
     import json
 
-    from PIL import Image
-
     sys.path.insert(0, str(HERE))
     import denoise
 
-    spec = next(s for s in denoise.RUNS if s.name == PHOTO[name])
+    run_name, test_set = PHOTO[name]
+    spec = next(s for s in denoise.RUNS if s.name == run_name)
     weights = denoise.WEIGHTS / spec.name
     run = aekit.load(weights)
+    colour = run.config.model.channels == 3
     curve = [json.loads(line) for line in (weights / "metrics.jsonl").read_text().splitlines()]
     photos = denoise.training_files(data_dir)  # checks that CBSD68's 68 are there
-    files = sorted((data_dir / "cbsd68").glob("*.png"))
-    images = [torch.from_numpy(np.asarray(Image.open(f).convert("RGB"))).permute(2, 0, 1) for f in files]
+    images = [torch.from_numpy(np.round(255 * image)).to(torch.uint8) for _, image in
+              denoise.test_images(data_dir, test_set, None)]  # (H, W, 3) or (H, W)
+    images = [image.permute(2, 0, 1) if colour else image[None] for image in images]
+    check = pretrained.check_photo(grey=not colour)
     hidden = ",".join(map(str, run.config.model.hidden))
     card = {
         "name": name,
         "family": "dae",
-        "description": "blind photo denoiser (colour): a U-Net denoising autoencoder (widths " + hidden + ") trained "
-                       "on random 96x96 crops of BSDS500 train + val minus the 68 CBSD68 images, Gaussian noise of "
-                       "std 0-55/255 (not clipped); any image size, any noise level in that range, never told it",
+        "description": f"blind photo denoiser ({'colour' if colour else 'grey'}): a U-Net denoising autoencoder "
+                       f"(widths {hidden}) trained on random 96x96 crops of BSDS500 train + val minus the 68 CBSD68 "
+                       f"images{'' if colour else ' in luminance'}, Gaussian noise of std 0-55/255 (not clipped); any "
+                       "image size, any noise level in that range, never told it",
         "command": f"python bench/make_pretrained.py --data-dir {data_dir_text} --only {name}",
         "equivalent_train_command": " ".join(spec.command("BSDS500-minus-CBSD68.npz", f"runs/{spec.name}")),
         "seed": run.config.train.seed,
@@ -136,10 +140,9 @@ def photo_model(name: str, data_dir: Path, out: Path, data_dir_text: str) -> Non
                     "epochs": len(curve), "epochs_planned": spec.epochs, "steps": curve[-1]["step"]},
         "data": {"name": "bsds500 minus cbsd68", "train_images": len(photos) - denoise.HELD_OUT,
                  "held_out_images": denoise.HELD_OUT, "test_images": len(images)},
-        "metrics": {"data": "cbsd68", "split": "test",
-                    **pretrained.measure_denoiser(run, images, PHOTO_SIGMA)},
-        "check": {"data": "aekit.pretrained.check_photo()", "split": "synthetic",
-                  **pretrained.measure_denoiser(run, [pretrained.check_photo()], PHOTO_SIGMA)},
+        "metrics": {"data": test_set, "split": "test", **pretrained.measure_denoiser(run, images, PHOTO_SIGMA)},
+        "check": {"data": "aekit.pretrained.check_photo()" + ("" if colour else " in luminance"),
+                  "split": "synthetic", **pretrained.measure_denoiser(run, [check], PHOTO_SIGMA)},
         "benchmark": "bench/denoise.py (docs/results.md, Photo denoising): against BM3D, non-local means and wavelets",
         "aekit_version": aekit.__version__,
         "torch_version": torch.__version__,
@@ -150,7 +153,7 @@ def photo_model(name: str, data_dir: Path, out: Path, data_dir_text: str) -> Non
     config["data"]["data"] = Path(config["data"]["data"]).name
     (out / name / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     m = card["metrics"]
-    print(f"{name}: CBSD68 at sigma 25: {m['psnr_noisy_db']:.2f} -> {m['psnr_denoised_db']:.2f} dB", flush=True)
+    print(f"{name}: {test_set} at sigma 25: {m['psnr_noisy_db']:.2f} -> {m['psnr_denoised_db']:.2f} dB", flush=True)
 
 
 _DESCRIPTIONS = {

@@ -145,17 +145,20 @@ def measure_denoiser(run: Run, images, noise_std: float, *, seed: int = 0) -> di
             "psnr_denoised_db_per_image": denoised_db}
 
 
-def check_photo() -> torch.Tensor:
+def check_photo(*, grey: bool = False) -> torch.Tensor:
     """A synthetic 3 x 80 x 120 uint8 image made of integers alone (the same bytes on every machine): colour ramps,
     a checkerboard of 20-pixel squares in the blue channel and a red disc; what a photo denoiser's card check runs
     on without data. A reproducibility check, not a quality figure: edges in one colour channel alone are rare in
-    photos, and the shipped denoiser smears them (its quality is measured on CBSD68)."""
+    photos, and the shipped denoiser smears them (its quality is measured on CBSD68). ``grey``: 1 x 80 x 120, its
+    luminance (ITU-R 601 weights, rounded in integers), for a grey denoiser's check."""
     y, x = torch.meshgrid(torch.arange(80), torch.arange(120), indexing="ij")
     red = (x * 2 + 10).clamp(max=255)
     green = 255 - y * 3
     blue = torch.where((x // 20 + y // 20) % 2 == 1, 200, 40)
     disc = (x - 60) ** 2 + (y - 40) ** 2 < 400
     image = torch.stack([torch.where(disc, 230, red), torch.where(disc, 60, green), torch.where(disc, 60, blue)])
+    if grey:
+        image = ((image * torch.tensor([299, 587, 114])[:, None, None]).sum(0, keepdim=True) + 500) // 1000
     return image.to(torch.uint8)
 
 

@@ -132,8 +132,8 @@ def generative(run, train_images, test_images, labels, log) -> dict:
     classes = [f"{g}-{r}" for g in ("male", "female") for r in ("white", "black", "asian", "indian", "other")]
     classifier, info = load_or_train_classifier(
         "utkface-gender-race", aekit.ImageSet(train_images, torch.from_numpy(labels[0]), "faces/train", classes),
-        aekit.ImageSet(test_images, torch.from_numpy(labels[1]), "faces/test", classes), data_dir=SCRATCH, seed=SEED,
-        log=log)
+        aekit.ImageSet(test_images, torch.from_numpy(labels[1]), "faces/test", classes), data_dir=HERE / "weights",
+        seed=SEED, log=log)  # committed in bench/weights/classifiers/, so re-checks use the very same network
     n, k = len(test_images), run.config.model.code_size
     reference = classifier.embed(test_images)
     samples = run.model.sample(n, seed=SEED)

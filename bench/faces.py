@@ -72,7 +72,7 @@ RUNS = (
          model="vae", likelihood="logistic-rgb"),
 )
 IW_FACES, IW_K = 500, 100  # test faces and importance samples of the IW bits/dim
-SAMPLES_FIGURE = REPO / "docs" / "images" / "faces-vae-samples.png"
+SAMPLES_FIGURE = "docs/images/faces-{run}-samples.png"  # 64 prior samples of each VAE
 RECON_FIGURE = REPO / "docs" / "images" / "faces-reconstructions.png"
 FIGURE_FACES = 10  # the first test faces, in the reconstruction figure
 PUBLISHED = "NVAE (Vahdat & Kautz 2020) on CelebA 64x64: 2.03 bits/dim (other faces, other crops: an anchor only)"
@@ -114,7 +114,7 @@ def face_labels(data_dir: Path):
     return labels[np.sort(perm[N_TEST:])], labels[np.sort(perm[:N_TEST])]
 
 
-def generative(run, train_images, test_images, labels, log) -> dict:
+def generative(name: str, run, train_images, test_images, labels, log) -> dict:
     """A VAE's IW bits/dim, and the Frechet distance of its prior samples against probabilistic PCA's with as
     many components (samples: mean + components x sqrt(variance) x N(0, 1), the isotropic noise left out), in
     the features of a classifier of the faces' gender x race; saves a figure of 64 samples."""
@@ -141,8 +141,9 @@ def generative(run, train_images, test_images, labels, log) -> dict:
     eps = np.random.default_rng(SEED).standard_normal((n, pca.n_components_))
     ppca = np.clip(pca.inverse_transform(eps * np.sqrt(pca.explained_variance_)), 0, 1).astype(np.float32)
     ppca = torch.from_numpy(ppca).reshape(test_images.shape)
-    SAMPLES_FIGURE.parent.mkdir(parents=True, exist_ok=True)
-    save_png(grid(samples[:64]), SAMPLES_FIGURE, scale=2)
+    figure = SAMPLES_FIGURE.format(run=name)
+    (REPO / figure).parent.mkdir(parents=True, exist_ok=True)
+    save_png(grid(samples[:64]), REPO / figure, scale=2)
     model_fd = frechet_distance(classifier.embed(samples), reference)
     ppca_fd = frechet_distance(classifier.embed(ppca), reference)
     return {"iw_bits_per_dim": v["iw_nll_bits_per_dim"], "neg_elbo_bits_per_dim": v["neg_elbo_bits_per_dim"],
@@ -150,7 +151,7 @@ def generative(run, train_images, test_images, labels, log) -> dict:
             "frechet_samples": model_fd, "frechet_ppca": ppca_fd, "frechet_ratio": model_fd / ppca_fd,
             "frechet_train_faces": frechet_distance(classifier.embed(train_images[:n]), reference),
             "classifier_test_accuracy": info.get("test_accuracy"),
-            "samples_figure": "docs/images/faces-vae-samples.png"}
+            "samples_figure": figure}
 
 
 def evaluate(specs: list[Spec], data: Path, log, labels=None) -> dict:
@@ -195,7 +196,7 @@ def evaluate(specs: list[Spec], data: Path, log, labels=None) -> dict:
             "weights": f"bench/weights/faces/{spec.name}",
         }
         if run.model.is_variational:
-            row["generative"] = generative(run, train_images, test_images, labels, log)
+            row["generative"] = generative(spec.name, run, train_images, test_images, labels, log)
             row["met"] = None  # a VAE's targets are in its generative numbers
         elif not run.config.model.spatial:  # feature extraction: a gender probe on the codes against PCA's
             y_train, y_test = arrays["y_train"], arrays["y_test"]
@@ -300,8 +301,11 @@ def markdown(result: dict) -> str:
                          f"{g['frechet_ppca']:.1f} | {g['frechet_ratio']:.2f} | {g['frechet_train_faces']:.1f} |")
         lines += ["", "Frechet distances are in the 64 features of a small conv classifier of gender x race "
                   f"({100 * vaes[0]['generative']['classifier_test_accuracy']:.1f}% on the test faces), between "
-                  f"{result['test_faces']:,} samples and the test faces. Samples of the last VAE: "
-                  "![VAE prior samples](images/faces-vae-samples.png)"]
+                  f"{result['test_faces']:,} samples and the test faces. The first 64 samples of each VAE's prior "
+                  "(decoded means):"]
+        for r in vaes:
+            lines += ["", f"{r['run']} ({_epochs(r)} epochs):", "",
+                      f"![{r['run']} prior samples]({r['generative']['samples_figure'].removeprefix('docs/')})"]
     if result.get("not_trained"):
         lines += ["", f"Not trained yet (no committed weights): {', '.join(result['not_trained'])}."]
     if result.get("figure_rows"):

@@ -304,7 +304,7 @@ def markdown(result: dict) -> str:
                   f"{result['test_faces']:,} samples and the test faces. The first 64 samples of each VAE's prior "
                   "(decoded means):"]
         for r in vaes:
-            lines += ["", f"{r['run']} ({_epochs(r)} epochs):", "",
+            lines += ["", f"{r['run']} ({r['epochs']} of {r['epochs_planned']} epochs):", "",
                       f"![{r['run']} prior samples]({r['generative']['samples_figure'].removeprefix('docs/')})"]
     if result.get("not_trained"):
         lines += ["", f"Not trained yet (no committed weights): {', '.join(result['not_trained'])}."]

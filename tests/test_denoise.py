@@ -25,6 +25,15 @@ def unet(c=3, **options):
     return cfg
 
 
+def tiny_photo_run(out, c=3, n=24, batch_size=8):
+    """A unet photo denoiser trained for one epoch on ``n`` random 16x16 images of ``c`` channels."""
+    images = torch.randint(0, 256, (n, c, 16, 16), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    k = n - n // 3
+    splits = aekit.Splits(aekit.ImageSet(images[:k], None, "a"), aekit.ImageSet(images[k:], None, "b"))
+    return aekit.train("dae", arch="unet", hidden=(8, 16), latent_channels=4, noise_std=0.1, epochs=1,
+                       batch_size=batch_size, splits=splits, out=out, progress=False, log=None)
+
+
 def perturbed(model):
     """Random weights everywhere (the zero-initialised last convolutions of the residual blocks too)."""
     with torch.no_grad():
@@ -110,11 +119,7 @@ def test_denoise_a_photo_that_is_already_noisy(tmp_path, capsys):
 
     from aekit.cli import main
 
-    g = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (40, 3, 16, 16), generator=g, dtype=torch.uint8)
-    splits = aekit.Splits(aekit.ImageSet(images[:32], None, "a"), aekit.ImageSet(images[32:], None, "b"))
-    run = aekit.train("dae", arch="unet", hidden=(8, 16), latent_channels=4, noise_std=0.1, epochs=1, batch_size=16,
-                      splits=splits, out=tmp_path / "run", progress=False, log=None)
+    run = tiny_photo_run(tmp_path / "run", n=40, batch_size=16)
     ramp = np.linspace(60, 200, 90)[None, :, None].repeat(70, 0).repeat(3, 2)
     noisy = np.clip(ramp + 20 * np.random.default_rng(0).standard_normal(ramp.shape), 0, 255).astype(np.uint8)
     Image.fromarray(noisy).save(tmp_path / "noisy.png")
@@ -158,13 +163,7 @@ def test_denoise_keeps_the_photo_s_mode(tmp_path, capsys):
 
     from aekit.cli import main
 
-    g = torch.Generator().manual_seed(0)
-    runs = {}
-    for c in (1, 3):
-        images = torch.randint(0, 256, (24, c, 16, 16), generator=g, dtype=torch.uint8)
-        splits = aekit.Splits(aekit.ImageSet(images[:16], None, "a"), aekit.ImageSet(images[16:], None, "b"))
-        runs[c] = aekit.train("dae", arch="unet", hidden=(8, 16), latent_channels=4, noise_std=0.1, epochs=1,
-                              batch_size=8, splits=splits, out=tmp_path / f"run{c}", progress=False, log=None)
+    runs = {c: tiny_photo_run(tmp_path / f"run{c}", c=c) for c in (1, 3)}
     rng = np.random.default_rng(0)
     grey = rng.integers(0, 256, (30, 44), dtype=np.uint8)
     colour = rng.integers(0, 256, (30, 44, 3), dtype=np.uint8)
@@ -234,11 +233,8 @@ def test_denoise_self_ensemble_from_the_cli(tmp_path, capsys):
 
     from aekit.cli import main
 
-    g = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (24, 3, 16, 16), generator=g, dtype=torch.uint8)
-    splits = aekit.Splits(aekit.ImageSet(images[:16], None, "a"), aekit.ImageSet(images[16:], None, "b"))
-    run = aekit.train("dae", arch="unet", hidden=(8, 16), latent_channels=4, noise_std=0.1, epochs=1, batch_size=8,
-                      splits=splits, out=tmp_path / "run", progress=False, log=None)
+    run = tiny_photo_run(tmp_path / "run")
+    images = torch.randint(0, 256, (24, 1, 16, 16), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
     photo = np.random.default_rng(1).integers(0, 256, (30, 44, 3), dtype=np.uint8)
     Image.fromarray(photo).save(tmp_path / "photo.png")
     assert main(["denoise", str(run.path), str(tmp_path / "photo.png"), "--self-ensemble",
@@ -249,7 +245,7 @@ def test_denoise_self_ensemble_from_the_cli(tmp_path, capsys):
     plain = run.model.reconstruct(torch.from_numpy(photo).permute(2, 0, 1)[None])[0]
     assert not torch.equal((plain * 255).round().byte(), (expected * 255).round().byte())
 
-    digits = aekit.Splits(aekit.ImageSet(images[:16, :1], None, "a"), aekit.ImageSet(images[16:, :1], None, "b"))
+    digits = aekit.Splits(aekit.ImageSet(images[:16], None, "a"), aekit.ImageSet(images[16:], None, "b"))
     mlp = aekit.train("dae", hidden=(8,), latent_dim=2, epochs=1, batch_size=8, splits=digits,
                       out=tmp_path / "mlp", progress=False, log=None)
     capsys.readouterr()

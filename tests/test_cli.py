@@ -128,6 +128,15 @@ def test_sample_from_the_prior_and_from_fitted_codes(capsys, runs, tmp_path):
     code, out, _ = run(capsys, "sample", runs["ae"], "-n", 7, "-o", tmp_path / "s.npy")
     assert code == 0 and "fitted to the training codes" in out
     assert np.load(tmp_path / "s.npy").shape == (7, 1, 28, 28)
+    # a VAE's samples from a Gaussian fitted to its posterior means on its run's training images: other images
+    code, out, _ = run(capsys, "sample", runs["vae"], "-n", 7, "--source", "codes", "-o", tmp_path / "c.npy")
+    assert code == 0 and "fitted to the posterior means of 4,000 training images" in out
+    assert run(capsys, "sample", runs["vae"], "-n", 7, "-o", tmp_path / "p.npy")[0] == 0
+    codes, prior = np.load(tmp_path / "c.npy"), np.load(tmp_path / "p.npy")
+    assert codes.shape == prior.shape == (7, 1, 28, 28) and np.abs(codes - prior).max() > 0.05
+    code, _, err = run(capsys, "sample", runs["ae"], "-n", 7, "--source", "prior", "-o", tmp_path / "x.npy")
+    assert_one_line_error(code, err, "no prior")
+    assert not (tmp_path / "x.npy").exists()
 
 
 def test_python_dash_m_and_the_console_script_work(tmp_path, runs):

@@ -261,3 +261,29 @@ def test_decode_scales_the_code_before_the_decoder(arch):
     with torch.no_grad():
         assert torch.allclose(model.decode(z), model.decoder(z * 20.0))
         assert not torch.allclose(model.decode(z), model.decoder(z), atol=1e-3)
+
+
+def test_a_vae_samples_its_prior_or_a_gaussian_fitted_to_its_codes_after_training():
+    """source="codes": draws from the Gaussian fitted to the posterior means (refused before a fit, since it
+    starts as N(0, I)); the draws have the fitted mean and covariance; a plain AE has no prior to draw from."""
+    cfg = preset("vae", arch="mlp", hidden=(16,), latent_dim=3)
+    model = Autoencoder(cfg.model).eval()
+    with pytest.raises(AekitError, match="code Gaussian is not fitted"):
+        model.sample(2, source="codes")
+    assert not model.code_distribution_fitted
+    images = torch.rand(300, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    model.fit_code_distribution(images)
+    assert model.code_distribution_fitted
+    means = model.embed(images).double()
+    z = model.draw_codes(20000, seed=1, source="codes").double()
+    torch.testing.assert_close(z.mean(0), means.mean(0), atol=4 * float(means.std(0).max()) / 141, rtol=0)
+    torch.testing.assert_close(torch.cov(z.T), torch.cov(means.T), atol=0.05 * float(torch.cov(means.T).abs().max()),
+                               rtol=0)
+    prior = model.draw_codes(20000, seed=1)  # the default for a VAE
+    torch.testing.assert_close(torch.cov(prior.double().T), torch.eye(3, dtype=torch.float64), atol=0.05, rtol=0)
+    assert model.sample(4, source="codes").shape == (4, 1, 28, 28)
+    with pytest.raises(AekitError, match="'prior' or 'codes'"):
+        model.sample(2, source="posterior")
+    ae = Autoencoder(preset("ae", arch="mlp", hidden=(16,), latent_dim=3).model)
+    with pytest.raises(AekitError, match="no prior"):
+        ae.draw_codes(2, source="prior")

@@ -294,14 +294,22 @@ def denoise(run: Run, spec: str, out: str | Path, *, noise_std: float | None = N
     }
 
 
-def sample(run: Run, out: str | Path, *, n: int = 64, seed: int = 0, size: tuple[int, int] | None = None) -> dict:
+def sample(run: Run, out: str | Path, *, n: int = 64, seed: int = 0, size: tuple[int, int] | None = None,
+           source: str | None = None) -> dict:
     """Draw ``n`` images: from the prior N(0, I) for a VAE, from a Gaussian fitted to the training
     codes for a deterministic autoencoder. Writes a PNG grid or a .npy array. ``size`` (H, W): images of another
-    size than the training one, which a spatial latent can make (its prior is the same at every position)."""
+    size than the training one, which a spatial latent can make (its prior is the same at every position).
+    ``source="codes"`` with a VAE: from a Gaussian fitted now to the posterior means of the run's training
+    images (a density fitted after training, Ghosh et al. 2020), instead of the prior."""
     out = Path(out)
     model = run.model
     c, h, w = model.config.image_shape
     check_value("the number of samples", n, SAMPLE_COUNT)
+    if source not in (None, "prior", "codes"):
+        raise AekitError(f"--source is prior or codes (got {source!r})")
+    if source == "prior" and not model.is_variational:
+        raise AekitError("--source prior: a deterministic autoencoder has no prior; its samples come from the "
+                         "Gaussian fitted to its training codes (--source codes, the default)")
     if size is not None and tuple(size) != (h, w):
         if not model.config.spatial:
             raise AekitError(f"--size {size[0]},{size[1]}: this model's code is a vector, so it makes {h}x{w} images "
@@ -313,16 +321,26 @@ def sample(run: Run, out: str | Path, *, n: int = 64, seed: int = 0, size: tuple
     if out.suffix == ".png" and n > SAMPLE_GRID_MAX:
         raise AekitError(f"a PNG grid holds at most {SAMPLE_GRID_MAX:,} samples (asked for {n:,}); write .npy for more")
     _budget("sampling", n, 2, run, out)
-    images = model.sample(n, seed=seed, size=None if size is None else tuple(size))
+    fitted = None
+    if source == "codes" and model.is_variational:
+        from .evaluation import load_run_splits
+        from .training.loop import CODE_FIT_MAX, fit_code_distribution
+
+        train = load_run_splits(run, progress=False).train
+        fit_code_distribution(model, train, seed=run.config.train.seed)
+        fitted = min(len(train), CODE_FIT_MAX)
+    images = model.sample(n, seed=seed, size=None if size is None else tuple(size), source=source)
     if out.suffix == ".npy":
         save_npy(images, out)
     else:
         save_png(grid(images), out, scale=2)
-    source = (
-        "the prior N(0, I)" if model.is_variational
-        else "a Gaussian fitted to the training codes (a plain autoencoder has no prior: expect poor samples)"
-    )
-    return {"samples": n, "source": source, "output": str(out)}
+    if fitted is not None:
+        described = f"a Gaussian fitted to the posterior means of {fitted:,} training images (not the prior)"
+    elif model.is_variational:
+        described = "the prior N(0, I)"
+    else:
+        described = "a Gaussian fitted to the training codes (a plain autoencoder has no prior: expect poor samples)"
+    return {"samples": n, "source": described, "output": str(out)}
 
 
 def describe(run: Run) -> str:

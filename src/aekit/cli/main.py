@@ -114,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=SEED, default=0, help="seed of the draws (default 0)")
     s.add_argument("--size", type=size, default=None, metavar="H,W",
                    help="images of this size (a model with a spatial latent; default the training size)")
+    s.add_argument("--source", choices=("prior", "codes"), default=None,
+                   help="prior: N(0, I), a VAE's default; codes: a Gaussian fitted to the training codes, a plain "
+                        "autoencoder's only source (a VAE's is fitted now, on its run's training images)")
     s.add_argument("-o", "--output", required=True, help="samples.png (a grid) or samples.npy")
 
     i = verbs.add_parser("info", help="describe a run")
@@ -348,7 +351,8 @@ def _main(argv: Sequence[str] | None) -> int:
             _print_result(calibrate_files(run, args.input, fpr=args.fpr, kind=args.score, limit=args.limit,
                                           data_dir=args.data_dir))
         elif args.verb == "sample":
-            _print_result(tasks.sample(run, args.output, n=args.n, seed=args.seed, size=args.size))
+            _print_result(tasks.sample(run, args.output, n=args.n, seed=args.seed, size=args.size,
+                                       source=args.source))
         elif args.verb == "export":
             from ..export import export_onnx
 

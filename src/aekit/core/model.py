@@ -300,31 +300,52 @@ class Autoencoder(nn.Module):
         return (torch.cat(noisy) if noisy else empty), (torch.cat(clean) if clean else empty)
 
     @torch.inference_mode()
-    def sample(self, n: int, seed: int = 0, size: tuple[int, int] | None = None) -> torch.Tensor:
+    def sample(self, n: int, seed: int = 0, size: tuple[int, int] | None = None,
+               source: str | None = None) -> torch.Tensor:
         """``n`` new images in [0, 1]: decoded draws from the prior N(0, I) for a VAE, from the
         Gaussian fitted to the training codes for a deterministic autoencoder. ``size`` (H, W): a spatial
-        latent's images of another size than the training one."""
+        latent's images of another size than the training one. ``source``: ``"prior"`` or ``"codes"`` (see
+        :meth:`draw_codes`)."""
         if n < 1:
             raise AekitError(f"the number of samples must be >= 1 (got {n})")
         self.eval()
-        z = self.draw_codes(n, seed, size)
+        z = self.draw_codes(n, seed, size, source)
         return self.decode_images(z, size=size)
 
-    def draw_codes(self, n: int, seed: int = 0, size: tuple[int, int] | None = None) -> torch.Tensor:
-        """The codes :meth:`sample` decodes: ``n`` draws from the prior N(0, I) (VAE) or the fitted code Gaussian,
-        (n, D) or (n, C, h, w); a map's Gaussian is over its channels, the same at every position."""
+    def draw_codes(self, n: int, seed: int = 0, size: tuple[int, int] | None = None,
+                   source: str | None = None) -> torch.Tensor:
+        """The codes :meth:`sample` decodes, (n, D) or (n, C, h, w): ``n`` draws from the prior N(0, I)
+        (``source="prior"``, a VAE's default) or from the Gaussian fitted to the training codes (``"codes"``, a
+        deterministic autoencoder's only source; a VAE's after :meth:`fit_code_distribution` on its posterior
+        means: a density fitted after training, which follows the codes where the prior leaves holes). A map's
+        Gaussian is over its channels, the same at every position."""
         if not self.can_sample:
             raise AekitError("this model (--arch unet) has no bottleneck to sample from: its code is a denoiser's "
                              "features, the detail is in its skips")
+        source = source or ("prior" if self.is_variational else "codes")
+        if source not in ("prior", "codes"):
+            raise AekitError(f"the source of samples is 'prior' or 'codes' (got {source!r})")
+        if source == "prior" and not self.is_variational:
+            raise AekitError("a deterministic autoencoder has no prior: its samples come from the Gaussian fitted to "
+                             "its training codes (source 'codes')")
+        if source == "codes" and self.is_variational and not self.code_distribution_fitted:
+            raise AekitError("this VAE's code Gaussian is not fitted: call fit_code_distribution(training images) "
+                             "first (aekit sample --source codes does it)")
         generator = torch.Generator().manual_seed(seed)
         shape = self.latent_shape(size)
         if self.config.spatial:  # channels last for the draw, then (n, h, w, C) -> (n, C, h, w)
             eps = torch.randn(n, *shape[1:], shape[0], generator=generator)
         else:
             eps = torch.randn(n, *shape, generator=generator)
-        z = eps if self.is_variational else self.code_mean + eps @ self.code_scale_tril.T
+        z = eps if source == "prior" else self.code_mean + eps @ self.code_scale_tril.T
         z = z.permute(0, 3, 1, 2) if self.config.spatial else z
         return z.clamp(0.0, 1.0) if self.config.code_activation == "sigmoid" else z
+
+    @property
+    def code_distribution_fitted(self) -> bool:
+        """Whether the code Gaussian was fitted (it starts as N(0, I), which no fit gives exactly)."""
+        return not (torch.equal(self.code_mean, torch.zeros_like(self.code_mean))
+                    and torch.equal(self.code_scale_tril, torch.eye(len(self.code_mean)).to(self.code_scale_tril)))
 
     @torch.inference_mode()
     def fit_code_distribution(self, images, batch_size: int = 1024) -> None:

@@ -13,7 +13,8 @@ from aekit.cli import main
 from aekit.data import load_images
 
 NAMES = [f"{data}-{family}" for data in ("fashion-mnist", "mnist") for family in ("ae", "dae", "sae", "vae")]
-PHOTO = ["photo-denoise"]  # bench/denoise.py's blind colour denoiser, shipped by bench/make_pretrained.py
+PHOTO = ["photo-denoise", "photo-denoise-grey"]  # bench/denoise.py's blind denoisers, by bench/make_pretrained.py
+PHOTO_SETS = {"photo-denoise": ("cbsd68", "RGB", 68), "photo-denoise-grey": ("set12", "L", 12)}
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -24,7 +25,7 @@ def assert_close_metrics(got: dict, want: dict) -> None:
         assert value == pytest.approx(want[key], rel=1e-4, abs=1e-5), key
 
 
-def test_available_lists_the_eight_digit_models_and_the_photo_denoiser():
+def test_available_lists_the_eight_digit_models_and_the_photo_denoisers():
     assert aekit.pretrained.available() == NAMES + PHOTO
 
 
@@ -65,40 +66,52 @@ def test_the_families_behave_as_their_cards_say():
         assert all(cards[f"{data}-{f}"]["metrics"]["psnr_db"] > 13 for f in ("ae", "dae", "sae", "vae"))
 
 
-def test_the_photo_denoiser_reproduces_its_check_and_denoises_as_its_card_says():
-    run = aekit.pretrained("photo-denoise")
-    card = run.card
-    assert run.model.config.arch == "unet" and run.model.config.spatial and run.config.family == "dae"
-    assert card["options"]["epochs"] <= card["options"]["epochs_planned"] and "bench/make_pretrained.py" in card["command"]
-    # the synthetic check image is the same bytes everywhere, and the card's numbers recompute on it
+@pytest.mark.parametrize("name", PHOTO)
+def test_the_photo_denoisers_reproduce_their_check_and_denoise_as_their_cards_say(name):
     import hashlib
 
-    image = aekit.pretrained.check_photo()
-    assert hashlib.sha256(image.numpy().tobytes()).hexdigest() == (
+    run = aekit.pretrained(name)
+    card, (test_set, mode, n_images) = run.card, PHOTO_SETS[name]
+    assert run.model.config.arch == "unet" and run.model.config.spatial and run.config.family == "dae"
+    assert run.model.config.channels == (3 if mode == "RGB" else 1)
+    assert card["options"]["epochs"] <= card["options"]["epochs_planned"] and "bench/make_pretrained.py" in card["command"]
+    # the synthetic check image is the same bytes everywhere, and the card's numbers recompute on it
+    image = aekit.pretrained.check_photo(grey=mode == "L")
+    assert hashlib.sha256(aekit.pretrained.check_photo().numpy().tobytes()).hexdigest() == (
         "aaf6bae5cbd4fa51e560a929c9215abc889c0a30180b5f0c47ef8d0455289330")
     want = {k: v for k, v in card["check"].items() if k not in ("data", "split")}
     assert_close_metrics(aekit.pretrained.measure_denoiser(run, [image], want["noise_std"]), want)
-    # what the card records on CBSD68 is a denoiser's: more than 6 dB gained at sigma 25
+    # what the card records on its test set is a denoiser's: more than 6 dB gained at sigma 25
     m = card["metrics"]
-    assert m["images"] == 68 and m["noise_std"] == pytest.approx(25 / 255)
+    assert m["data"] == test_set and m["images"] == n_images and m["noise_std"] == pytest.approx(25 / 255)
     assert m["psnr_denoised_db"] > m["psnr_noisy_db"] + 6
 
 
-def test_the_photo_denoisers_cbsd68_metrics_recompute(shared_data):
-    """The card's CBSD68 numbers for the first 8 of its 68 images (the same noise as in the whole set), recomputed
-    from the shipped weights, and the card's means are the means of its per-image numbers (skipped without
-    ../shared/data; all 68 take a minute: ``bench/make_pretrained.py --only photo-denoise`` recomputes them)."""
+def test_the_grey_check_image_is_the_colour_one_in_luminance():
+    colour, grey = aekit.pretrained.check_photo().double(), aekit.pretrained.check_photo(grey=True)
+    assert grey.shape == (1, 80, 120) and str(grey.dtype) == "torch.uint8"
+    luminance = 0.299 * colour[0] + 0.587 * colour[1] + 0.114 * colour[2]
+    assert (grey[0].double() - luminance).abs().max() <= 0.5 + 1e-9
+
+
+@pytest.mark.parametrize("name", PHOTO)
+def test_the_photo_denoisers_test_set_metrics_recompute(shared_data, name):
+    """A card's test-set numbers for its first 8 images (the same noise as in the whole set), recomputed from the
+    shipped weights, and the card's means are the means of its per-image numbers (skipped without ../shared/data;
+    the whole set takes a minute: ``bench/make_pretrained.py --only NAME`` recomputes it)."""
     from PIL import Image
 
-    files = sorted((Path(shared_data) / "cbsd68").glob("*.png"))[:8]
-    images = [np.asarray(Image.open(f).convert("RGB")).transpose(2, 0, 1).copy() for f in files]
-    run = aekit.pretrained("photo-denoise")
+    test_set, mode, n_images = PHOTO_SETS[name]
+    files = sorted((Path(shared_data) / test_set).glob("*.png"))[:8]
+    images = [np.asarray(Image.open(f).convert(mode)) for f in files]
+    images = [a.transpose(2, 0, 1).copy() if a.ndim == 3 else a[None].copy() for a in images]
+    run = aekit.pretrained(name)
     want = run.card["metrics"]
     got = aekit.pretrained.measure_denoiser(run, images, want["noise_std"])
     for key in ("psnr_noisy_db_per_image", "psnr_denoised_db_per_image"):
         assert got[key] == pytest.approx(want[key][:8], rel=1e-4, abs=1e-5), key
         assert np.mean(want[key]) == pytest.approx(want[key.removesuffix("_per_image")], rel=1e-9)
-    assert len(want["psnr_denoised_db_per_image"]) == want["images"] == 68
+    assert len(want["psnr_denoised_db_per_image"]) == want["images"] == n_images
 
 
 def test_denoise_with_the_photo_denoiser_writes_one_photo_at_its_size_and_mode(tmp_path, capsys):
@@ -141,9 +154,10 @@ def test_shipped_files_are_small_relative_and_packaged():
     root = resources.files("aekit.pretrained")
     files = [p for name in NAMES for p in Path(str(root / name)).iterdir()]
     assert sum(p.stat().st_size for p in files) < 8 * 2**20
-    photo = [p for name in PHOTO for p in Path(str(root / name)).iterdir()]
-    assert sum(p.stat().st_size for p in photo) < 6 * 2**20  # half-precision weights
-    files += photo
+    for name in PHOTO:
+        photo = list(Path(str(root / name)).iterdir())
+        assert sum(p.stat().st_size for p in photo) < 6 * 2**20  # half-precision weights
+        files += photo
     # nothing machine-specific: no absolute paths in any JSON
     for path in files:
         if path.suffix in (".json", ".jsonl"):

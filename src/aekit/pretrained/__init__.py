@@ -1,5 +1,5 @@
 """Small pretrained models shipped inside the package: they load offline, right after install (an MLP per family
-for MNIST and Fashion-MNIST, and ``photo-denoise``, a blind colour photo denoiser).
+for MNIST and Fashion-MNIST, and ``photo-denoise`` and ``photo-denoise-grey``, blind photo denoisers).
 
 Each model is a normal run folder (``config.json`` + ``model.safetensors`` + ``metrics.jsonl``)
 plus a ``card.json`` that records how it was made (command, seed, data, options) and the test

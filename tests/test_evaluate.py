@@ -286,3 +286,28 @@ def test_the_feature_classifier_is_trained_once_then_cached(data, tmp_path):
     assert _load_cached(copy_, data.train.subset(torch.arange(100)), 10) is None  # other data: stale
     (copy_ / "classifier.safetensors").write_bytes(b"garbage")
     assert _load_cached(copy_, data.train, 10) is None  # a corrupt cache is rebuilt, not an error
+
+
+def test_a_classifier_recipe_for_photos_mirrors_its_batches_and_keys_its_cache(tmp_path):
+    """``flip``: a class told only by which half of the image is bright cannot be learnt from mirrored batches;
+    ``epochs`` sets the length; a classifier cached with another recipe is retrained, not reused."""
+    import aekit
+
+    g = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 2, (512,), generator=g)
+    images = torch.randint(0, 60, (512, 1, 8, 8), generator=g, dtype=torch.uint8)
+    left = labels == 0
+    images[left, :, :, :4] += 150
+    images[~left, :, :, 4:] += 150
+    train = aekit.ImageSet(images[:384], labels[:384], "train", ["left", "right"])
+    test = aekit.ImageSet(images[384:], labels[384:], "test", ["left", "right"])
+    messages = []
+    _, plain = load_or_train_classifier("halves", train, test, data_dir=tmp_path, epochs=6, log=messages.append)
+    _, mirrored = load_or_train_classifier("halves", train, test, data_dir=tmp_path, epochs=6, flip=True,
+                                           log=messages.append)
+    assert plain["test_accuracy"] > 0.95 and mirrored["test_accuracy"] < 0.75
+    assert plain["steps"] == 6 * 6 and mirrored["recipe"] == {"epochs": 6, "flip": True}
+    assert len(messages) == 2  # the second recipe retrained over the first one's cache
+    _, again = load_or_train_classifier("halves", train, test, data_dir=tmp_path, epochs=6, flip=True,
+                                        log=messages.append)
+    assert len(messages) == 2 and again == mirrored  # the same recipe: loaded from the cache

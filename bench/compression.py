@@ -88,6 +88,12 @@ FAMILIES = {"entropy": "factorized", "hyperprior": "hyperprior"}
 ANCHOR_MARGIN_DB = 0.5  # the issue's goal: the hyperprior model within 0.5 dB of the published points
 
 
+def _init_epoch(spec: Spec) -> int | None:
+    """The epoch of its source's weights a fine-tune started from (recorded when it started), or None."""
+    path = WEIGHTS / spec.name / runs.INIT_FROM
+    return json.loads(path.read_text())["epoch"] if spec.init_from and path.exists() else None
+
+
 def training_order(specs) -> list:
     """The factorized models first, then the hyperprior ones; in each, the one the others start from first."""
     return sorted(specs, key=lambda spec: (spec.latent != "entropy", spec.init_from is not None))
@@ -117,6 +123,7 @@ def evaluate_run(spec: Spec, images: list) -> dict:
             "train_seconds": round(sum(r["epoch_seconds"] for r in curve), 1),
             "parameters": sum(p.numel() for p in run.model.parameters()),
             "command": " ".join(spec.command("BSDS500.npz", f"runs/{spec.name}")), "init_from": spec.init_from,
+            "init_from_epoch": _init_epoch(spec),
             "weights": f"bench/weights/compression/{spec.name}"}
 
 
@@ -269,7 +276,10 @@ def markdown(result: dict) -> str:
               + ", ".join(f"{p['bpp']} bpp -> {p['psnr_db']} dB" for p in PUBLISHED["points"]) + ".", "",
               "![rate-distortion on Kodak](images/compression-rd.png)", ""]
     for p in result["aekit"]:
-        start = f" after the {p['init_from']} model's training" if p.get("init_from") else " from scratch"
+        start = " from scratch"
+        if p.get("init_from"):
+            at = f" at epoch {p['init_from_epoch']}" if p.get("init_from_epoch") else ""
+            start = f" fine-tuned from the {p['init_from']} model's weights{at}"
         part = f" (part way: {p['planned_epochs']} planned)" if p["epochs"] < p.get("planned_epochs", 0) else ""
         lines.append(f"- {p['run']}: `{p['command']}`; {p['epochs']} epochs{part} ({p['steps']:,} steps){start}, "
                      f"{p['train_seconds'] / 3600:.1f} h; encode {p['encode_megapixels_per_second']:.2f} MP/s, "

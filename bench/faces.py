@@ -234,7 +234,8 @@ def evaluate(specs: list[Spec], data: Path, log, labels=None) -> dict:
         if run.model.is_variational:
             row["generative"] = generative(spec.name, run, train_images, test_images, labels, log)
             row["met"] = None  # a VAE's targets are in its generative numbers
-        elif not run.config.model.spatial:  # feature extraction: a gender probe on the codes against PCA's
+        if not run.config.model.spatial:  # feature extraction (a VAE's codes: its posterior means): a gender
+            # probe on the codes against PCA's
             y_train, y_test = arrays["y_train"], arrays["y_test"]
             codes = tuple(run.model.embed(x, batch_size=200).numpy() for x in (train_images, test_images))
             probe = baselines.representation_metrics(

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import shutil
 import subprocess
@@ -27,6 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+INIT_FROM = "init_from.json"  # a fine-tune's source run and the epoch its weights were kept at, kept beside them
 REPO = HERE.parent
 RESULTS_MD = REPO / "docs" / "results.md"
 
@@ -67,6 +69,11 @@ def train(spec, data: Path, log, scratch: Path, weights: Path) -> None:
     cmd = spec.command(str(data), str(out))
     if not (out / "config.json").exists() and (weights / spec.name / "model.safetensors").exists():
         restart_from_kept(weights / spec.name, out, str(data), log)
+    source = getattr(spec, "init_from", None)
+    if source and not (out / "config.json").exists():  # a fine-tune: which epoch of its source it starts from
+        out.mkdir(parents=True, exist_ok=True)
+        epoch = len((weights / source / "metrics.jsonl").read_text().splitlines())
+        (out / INIT_FROM).write_text(json.dumps({"run": source, "epoch": epoch}) + "\n")
     if (out / "config.json").exists():
         cmd.append("--resume")
     log(f"training {spec.name}: {' '.join(cmd)}")
@@ -84,8 +91,6 @@ def restart_from_kept(kept: Path, out: Path, data: str, log) -> None:
     its config (the data path as the benchmark passes it now), its curve, and a checkpoint holding the kept weights
     at the kept epoch and step, with a fresh optimizer and the generator reseeded by the epoch (see the module's
     docstring for what this loses against an uninterrupted run)."""
-    import json
-
     from aekit.run import load_config, load_weights, save_config
     from aekit.training.loop import new_state
     from aekit.training.resume import save_state
@@ -106,6 +111,8 @@ def restart_from_kept(kept: Path, out: Path, data: str, log) -> None:
     shutil.copy2(kept / "model.safetensors", out / "model.safetensors")
     save_state(out, state)
     shutil.copy2(kept / "metrics.jsonl", out / "metrics.jsonl")  # after the weights, as training writes them
+    if (kept / INIT_FROM).exists():
+        shutil.copy2(kept / INIT_FROM, out / INIT_FROM)
     log(f"no scratch run in {out}: restarting it from the weights kept at epoch {state.epoch} in {kept} "
         f"(step {state.step:,}; the optimizer's moments start again)")
 
@@ -180,6 +187,8 @@ def keep(run_dir: Path, target: Path) -> None:
         run.config.data = dataclasses.replace(run.config.data, data=relative.as_posix())
     run.save(target, dtype=torch.float16)
     shutil.copy2(run_dir / "metrics.jsonl", target / "metrics.jsonl")
+    if (run_dir / INIT_FROM).exists():
+        shutil.copy2(run_dir / INIT_FROM, target / INIT_FROM)
 
 
 def write_section(text: str, section: str, path: Path = RESULTS_MD) -> None:

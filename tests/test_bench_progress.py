@@ -92,11 +92,18 @@ def test_a_run_kept_part_way_continues_without_its_scratch_folder(scratch, tmp_p
     import aekit
 
     weights, lost = tmp_path / "weights", tmp_path / "new-clone-scratch"
+    import shutil
+
+    shutil.copytree(scratch, tmp_path / "scratch")
+    scratch = tmp_path / "scratch"
+    (scratch / "tiny" / runs.INIT_FROM).write_text('{"run": "base", "epoch": 7}')  # as a fine-tune records it
     runs.keep_progress([_Spec("tiny", 5)], lambda _: None, scratch, weights)
+    assert json.loads((weights / "tiny" / runs.INIT_FROM).read_text()) == {"run": "base", "epoch": 7}
     kept = aekit.load(weights / "tiny")
     lines = []
     runs.restart_from_kept(weights / "tiny", lost / "tiny", "the-data.npz", lines.append)
     assert "epoch 2" in lines[0] and aekit.load(lost / "tiny").config.data.data == "the-data.npz"
+    assert (lost / "tiny" / runs.INIT_FROM).read_text() == (weights / "tiny" / runs.INIT_FROM).read_text()
     images = torch.randint(0, 256, (40, 1, 8, 8), dtype=torch.uint8)
     splits = aekit.Splits(aekit.ImageSet(images[:32], None, "train"), aekit.ImageSet(images[32:], None, "test"))
     aekit.train(out=lost / "tiny", resume=True, epochs=5, splits=splits, progress=False, log=None)

@@ -159,6 +159,8 @@ def test_compression_judges_each_family_against_the_baselines_and_the_anchor(hyp
     assert set(c) == {"factorized", "hyperprior"}
     f = c["factorized"]
     assert f["beats_jpeg_up_to_half_bpp"] and f["worst_margin_over_jpeg_db"] == pytest.approx(3.0, abs=0.05)
+    assert [m["bpp"] for m in f["margins_over_jpeg_db"]] == [0.12, 0.25, 0.45]  # its points up to 0.5 bpp
+    assert [m["margin_db"] for m in f["margins_over_jpeg_db"]] == pytest.approx([3.0] * 3, abs=0.05)
     assert f["bd_rate_vs_jpeg_percent"] < 0 < f["bd_rate_vs_webp_percent"]  # fewer bits than JPEG, more than WebP
     anchor = c["hyperprior"]["anchor"]
     assert anchor["margins_db"] == pytest.approx([hyper_offset] * 3, abs=0.02)

@@ -351,7 +351,10 @@ def markdown(result: dict) -> str:
                   "64 samples of each (decoded means), the prior's on the left:"]
         for r in vaes:
             g = r["generative"]
-            lines += ["", f"{r['run']} ({r['epochs']} of {r['epochs_planned']} epochs):", "",
+            texture = (" A spatial code's prior, and the fitted Gaussian (one over the channels, the same at every "
+                       "position), draw each position on its own: the samples are a face's texture with no face, "
+                       "as expected; this model is here for its likelihood (bits/dim)." if "x" in r["code"] else "")
+            lines += ["", f"{r['run']} ({r['epochs']} of {r['epochs_planned']} epochs).{texture}", "",
                       f"![{r['run']} prior samples]({g['samples_figure'].removeprefix('docs/')}) "
                       f"![{r['run']} fitted-Gaussian samples]({g['fitted_samples_figure'].removeprefix('docs/')})"]
     if result.get("not_trained"):

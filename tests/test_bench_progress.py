@@ -173,3 +173,15 @@ def test_compression_judges_each_family_against_the_baselines_and_the_anchor(hyp
     assert f"({'met' if met else 'not met'})" in text and "aekit hyperprior | h0" in text
     only_one = compression.compare({"aekit": factorized + hyper[:1], "baselines": baselines})
     assert set(only_one) == {"factorized"}  # one point is no curve: nothing judged for it
+
+
+def test_compression_trains_every_run_after_the_one_it_starts_from():
+    compression = _bench("compression")
+    order = [spec.name for spec in compression.training_order(reversed(compression.RUNS))]
+    assert sorted(order) == sorted(spec.name for spec in compression.RUNS)
+    for spec in compression.RUNS:
+        if spec.init_from:
+            assert order.index(spec.init_from) < order.index(spec.name), spec.name
+    hyper = [spec for spec in compression.RUNS if spec.latent == "hyperprior"]
+    assert {spec.init_from for spec in hyper} == {compression.NAMES["entropy"].format(compression.BASE),
+                                                 compression.NAMES["hyperprior"].format(compression.BASE)}

@@ -258,3 +258,34 @@ def test_a_model_without_a_quantized_code_refuses_in_one_line(tmp_path, photos, 
     header = struct.pack("<3sB", b"AEK", 1)
     with pytest.raises(AekitError, match="shorter than"):
         codec.read_header(header)
+
+def test_a_factorized_codec_starts_a_hyperprior_one_whose_side_networks_start_fresh(run, photos, tmp_path):
+    """``init_from`` a factorized run into a hyperprior one: the transforms come across unchanged (a vanishing
+    learning rate keeps them), the side networks are a fresh run's, and the first epoch already reconstructs as
+    the source does, where a fresh hyperprior run has learnt little; any other change of settings is refused."""
+    still = {"lr": 1e-12, "epochs": 1}
+    tuned = aekit.train("ae", out=tmp_path / "tuned", arch="resnet", hidden=(8, 16), latent_channels=4,
+                        latent="hyperprior", likelihood="gaussian", lmbda=0.01, data=str(photos), batch_size=8,
+                        init_from=run.path, **still, **QUIET)
+    fresh = aekit.train("ae", out=tmp_path / "fresh", arch="resnet", hidden=(8, 16), latent_channels=4,
+                        latent="hyperprior", likelihood="gaussian", lmbda=0.01, data=str(photos), batch_size=8,
+                        **still, **QUIET)
+    source, tuned_state, fresh_state = (r.model.state_dict() for r in (run, tuned, fresh))
+    side = [k for k in tuned_state if k.startswith(("head.analysis.", "head.synthesis."))]
+    assert side and all(k not in source for k in side)
+    for name in side:
+        torch.testing.assert_close(tuned_state[name], fresh_state[name], rtol=0, atol=1e-6, msg=name)
+    for name, value in source.items():
+        if not name.startswith("head.density."):
+            torch.testing.assert_close(tuned_state[name], value.float(), rtol=0, atol=1e-3, msg=name)
+    recon = {r: aekit.load(r).history[0]["test_recon"] for r in (tmp_path / "tuned", tmp_path / "fresh")}
+    assert recon[tmp_path / "tuned"] == pytest.approx(run.history[-1]["test_recon"], rel=0.05)
+    assert recon[tmp_path / "tuned"] < 0.5 * recon[tmp_path / "fresh"]
+    with pytest.raises(AekitError, match=r"same model settings: latent \(this run: 'entropy'"):
+        aekit.train("ae", out=tmp_path / "back", arch="resnet", hidden=(8, 16), latent_channels=4, latent="entropy",
+                    likelihood="gaussian", lmbda=0.01, data=str(photos), batch_size=8, init_from=tmp_path / "tuned",
+                    **still, **QUIET)
+    with pytest.raises(AekitError, match=r"latent_channels \(this run: 8"):
+        aekit.train("ae", out=tmp_path / "wider", arch="resnet", hidden=(8, 16), latent_channels=8,
+                    latent="hyperprior", likelihood="gaussian", lmbda=0.01, data=str(photos), batch_size=8,
+                    init_from=run.path, **still, **QUIET)

@@ -34,6 +34,7 @@ from .run import (
     Run,
     append_history,
     load_config,
+    load_transforms,
     load_weights,
     save_config,
     save_weights,
@@ -298,10 +299,17 @@ def _check_init_from(config: RunConfig, run_dir: Path) -> None:
     if not (Path(source) / MODEL).is_file():
         raise AekitError(f"--init-from {source} has no {MODEL}: it has not finished an epoch")
     theirs = load_config(Path(source)).model
-    if theirs != config.model:
+    if theirs != config.model and not _starts_hyperprior(theirs, config.model):
         mine, other = dataclasses.asdict(config.model), dataclasses.asdict(theirs)
         differ = ", ".join(f"{k} (this run: {mine[k]!r}, {source}: {other[k]!r})" for k in mine if mine[k] != other[k])
         raise AekitError(f"--init-from needs the same model settings: {differ}")
+
+
+def _starts_hyperprior(source, target) -> bool:
+    """The one model change ``--init-from`` allows: a factorized codec's transforms starting a scale-hyperprior one
+    of otherwise the same settings (its side networks start fresh, as in a run of its own)."""
+    return (source.latent, target.latent) == ("entropy", "hyperprior") and \
+        dataclasses.replace(source, latent="hyperprior") == target
 
 
 def _start(state: TrainState, config: RunConfig, splits: Splits, run_dir: Path, *, resume: bool, workers: int,
@@ -318,8 +326,13 @@ def _start(state: TrainState, config: RunConfig, splits: Splits, run_dir: Path, 
         if resume:  # killed before the first checkpoint: the seed fully determines the start
             log(f"{run_dir} has no checkpoint yet: starting it from the beginning")
         if config.train.init_from is not None:
-            load_weights(state.model, Path(config.train.init_from) / MODEL)
-            log(f"starting from the weights of {config.train.init_from}")
+            source = Path(config.train.init_from)
+            if load_config(source).model == config.model:
+                load_weights(state.model, source / MODEL)
+                log(f"starting from the weights of {source}")
+            else:
+                load_transforms(state.model, source / MODEL)
+                log(f"starting from the analysis and synthesis transforms of {source}; the hyperprior starts fresh")
         else:
             images = splits.train.images
             batches = images if splits.train.in_memory else splits.train.batches(chunks(len(images), 1024), workers)

@@ -211,6 +211,21 @@ def load_weights(model: Autoencoder, path: Path) -> int:
         raise AekitError(f"{path}: bad epoch stamp {meta.get('epoch')!r}") from None
 
 
+# The side part of a scale-hyperprior model: what a factorized model of the same settings does not have, and the
+# density that codes its side code z (the factorized model's density of that name codes y itself).
+SIDE_PREFIXES = ("head.analysis.", "head.synthesis.", "head.density.", "head.gaussian_")
+
+
+def load_transforms(model: Autoencoder, path: Path) -> None:
+    """Load a factorized codec's weights into a scale-hyperprior ``model`` of otherwise the same settings: every
+    tensor but the side part (:data:`SIDE_PREFIXES`), which keeps its fresh initialisation."""
+    tensors, meta = read_safetensors(path)
+    check_stamp(meta, path)
+    fresh = {k: v for k, v in model.state_dict().items() if k.startswith(SIDE_PREFIXES)}
+    load_checked(model, {**fresh, **{k: v for k, v in tensors.items() if not k.startswith(SIDE_PREFIXES)}}, path,
+                 half_ok=True)
+
+
 def load_checked(model: torch.nn.Module, tensors: dict[str, torch.Tensor], path: Path, *, half_ok: bool = False) -> None:
     """Load ``tensors`` into ``model`` after checking every name, shape and dtype against it.
     With ``half_ok``, float16/bfloat16 tensors are accepted for float32 ones and cast up."""

@@ -4,6 +4,7 @@ its integer tables, ``.aek`` files that decode bit-exactly in another process, a
 from __future__ import annotations
 
 import dataclasses
+import math
 import struct
 import subprocess
 import sys
@@ -21,7 +22,7 @@ import aekit
 from aekit import codec
 from aekit.cli import main
 from aekit.core.config import preset
-from aekit.core.entropy import SCALE_MIN, SCALES, FactorizedDensity, integer_frequencies
+from aekit.core.entropy import SCALE_MIN, SCALES, FactorizedDensity, HyperCode, HyperpriorHead, integer_frequencies
 from aekit.core.model import Autoencoder
 from aekit.core.objectives import loss_with_noise
 from aekit.errors import AekitError
@@ -261,8 +262,8 @@ def test_a_model_without_a_quantized_code_refuses_in_one_line(tmp_path, photos, 
 
 def test_a_factorized_codec_starts_a_hyperprior_one_whose_side_networks_start_fresh(run, photos, tmp_path):
     """``init_from`` a factorized run into a hyperprior one: the transforms come across unchanged (a vanishing
-    learning rate keeps them), the side networks are a fresh run's, and the first epoch already reconstructs as
-    the source does, where a fresh hyperprior run has learnt little; any other change of settings is refused."""
+    learning rate keeps them), the side networks are a fresh run's but for the scales' start, and the first epoch
+    already reconstructs as the source does; any other change of settings is refused."""
     still = {"lr": 1e-12, "epochs": 1}
     tuned = aekit.train("ae", out=tmp_path / "tuned", arch="resnet", hidden=(8, 16), latent_channels=4,
                         latent="hyperprior", likelihood="gaussian", lmbda=0.01, data=str(photos), batch_size=8,
@@ -273,8 +274,11 @@ def test_a_factorized_codec_starts_a_hyperprior_one_whose_side_networks_start_fr
     source, tuned_state, fresh_state = (r.model.state_dict() for r in (run, tuned, fresh))
     side = [k for k in tuned_state if k.startswith(("head.analysis.", "head.synthesis."))]
     assert side and all(k not in source for k in side)
+    started = "head.synthesis.2.bias"  # the scales' start, from the codes of training images; the rest as fresh
     for name in side:
-        torch.testing.assert_close(tuned_state[name], fresh_state[name], rtol=0, atol=1e-6, msg=name)
+        if name != started:
+            torch.testing.assert_close(tuned_state[name], fresh_state[name], rtol=0, atol=1e-6, msg=name)
+    assert not torch.allclose(tuned_state[started], fresh_state[started])
     for name, value in source.items():
         if not name.startswith("head.density."):
             torch.testing.assert_close(tuned_state[name], value.float(), rtol=0, atol=1e-3, msg=name)
@@ -289,3 +293,27 @@ def test_a_factorized_codec_starts_a_hyperprior_one_whose_side_networks_start_fr
         aekit.train("ae", out=tmp_path / "wider", arch="resnet", hidden=(8, 16), latent_channels=8,
                     latent="hyperprior", likelihood="gaussian", lmbda=0.01, data=str(photos), batch_size=8,
                     init_from=run.path, **still, **QUIET)
+
+
+def test_fresh_side_networks_start_at_the_rate_of_a_gaussian_per_channel():
+    """On codes whose channels have very different spreads (some unused, as in a trained codec), the started head
+    codes y at about the rate of a zero-mean Gaussian per channel of that channel's RMS, and z nearly free; the
+    default start (scales near 1, z's density over +-10) costs several times more."""
+    torch.manual_seed(0)
+    stds = torch.tensor([0.0, 0.05, 0.3, 2.0, 8.0, 20.0])
+    y = torch.randn(8, len(stds), 16, 16) * stds[:, None, None]
+    head = HyperpriorHead(feature_dim=4, channels=len(stds), side=4)
+
+    @torch.no_grad()
+    def bits(head) -> float:
+        return float(HyperCode(y, head).kl().sum()) / math.log(2)
+
+    before = bits(head)
+    head.start_from_codes(y)
+    after = bits(head)
+    rms = torch.round(y).pow(2).mean((0, 2, 3)).sqrt().clamp_min(SCALE_MIN)
+    n = torch.arange(-200, 201, dtype=torch.float64)
+    pmf = torch.special.ndtr((n + 0.5) / rms[:, None].double()) - torch.special.ndtr((n - 0.5) / rms[:, None].double())
+    entropy = float(-(pmf * pmf.clamp_min(1e-300).log2()).sum()) * y[:, 0].numel()
+    assert 0.95 * entropy < after < 1.1 * entropy + 0.02 * y.numel()
+    assert before > 2 * after

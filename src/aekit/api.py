@@ -332,7 +332,9 @@ def _start(state: TrainState, config: RunConfig, splits: Splits, run_dir: Path, 
                 log(f"starting from the weights of {source}")
             else:
                 load_transforms(state.model, source / MODEL)
-                log(f"starting from the analysis and synthesis transforms of {source}; the hyperprior starts fresh")
+                state.model.start_side(next(splits.train.batches([slice(0, 32)])))
+                log(f"starting from the analysis and synthesis transforms of {source}; the hyperprior starts fresh, "
+                    "its scales from the codes of 32 training images")
         else:
             images = splits.train.images
             batches = images if splits.train.in_memory else splits.train.batches(chunks(len(images), 1024), workers)

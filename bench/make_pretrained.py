@@ -136,6 +136,7 @@ def photo_model(name: str, data_dir: Path, out: Path, data_dir_text: str) -> Non
         "command": f"python bench/make_pretrained.py --data-dir {data_dir_text} --only {name}",
         "equivalent_train_command": " ".join(spec.command("BSDS500-minus-CBSD68.npz", f"runs/{spec.name}")),
         "seed": run.config.train.seed,
+        **({"training": denoise.HISTORY[spec.name]} if spec.name in denoise.HISTORY else {}),
         "options": {"family": "dae", "arch": run.config.model.arch, "hidden": list(run.config.model.hidden),
                     "epochs": len(curve), "epochs_planned": spec.epochs, "steps": curve[-1]["step"]},
         "data": {"name": "bsds500 minus cbsd68", "train_images": len(photos) - denoise.HELD_OUT,

@@ -156,7 +156,7 @@ def test_compression_judges_each_family_against_the_baselines_and_the_anchor(hyp
                  "webp": {"points": [{**p, "quality": 10} for p in _curve(2.0)]}}
     result = {"aekit": factorized + hyper, "baselines": baselines}
     c = compression.compare(result)
-    assert set(c) == {"factorized", "hyperprior"}
+    assert set(c) == {"factorized", "hyperprior", "hyperprior_over_factorized"}
     f = c["factorized"]
     assert f["beats_jpeg_up_to_half_bpp"] and f["worst_margin_over_jpeg_db"] == pytest.approx(3.0, abs=0.05)
     assert [m["bpp"] for m in f["margins_over_jpeg_db"]] == [0.12, 0.25, 0.45]  # its points up to 0.5 bpp
@@ -172,7 +172,11 @@ def test_compression_judges_each_family_against_the_baselines_and_the_anchor(hyp
     text = compression.markdown(result)
     assert f"({'met' if met else 'not met'})" in text and "aekit hyperprior | h0" in text
     only_one = compression.compare({"aekit": factorized + hyper[:1], "baselines": baselines})
-    assert set(only_one) == {"factorized"}  # one point is no curve: nothing judged for it
+    assert set(only_one) == {"factorized", "hyperprior_over_factorized"}  # one point is no curve: not judged as one
+    over = only_one["hyperprior_over_factorized"]  # but set against the factorized curve at its rate
+    assert [m["bpp"] for m in over] == [0.123] and over[0]["margin_db"] == pytest.approx(hyper_offset - 1.0, abs=0.05)
+    result.update(comparison=only_one)
+    assert f"{hyper_offset - 1.0:+.2f} dB at 0.123 bpp" in compression.markdown(result)
 
 
 def test_compression_trains_every_run_after_the_one_it_starts_from():

@@ -33,9 +33,9 @@ from .run import (
     STATE,
     Run,
     append_history,
+    check_init_from,
     load_config,
-    load_transforms,
-    load_weights,
+    load_init_from,
     save_config,
     save_weights,
 )
@@ -282,34 +282,9 @@ def _conform_to_data(config: RunConfig, splits: Splits, run_dir: Path, *, resume
         raise AekitError(f"the data now has images of {c}x{h}x{w}; the run was trained on {config.model.image_shape}")
     config.model = dataclasses.replace(config.model, channels=c, height=h, width=w)
     if not resume:
-        _check_init_from(config, run_dir)
+        check_init_from(config, run_dir)
         _claim_run_dir(run_dir, existing)
     return config
-
-
-def _check_init_from(config: RunConfig, run_dir: Path) -> None:
-    """``--init-from``: a run folder (not the one being written) whose model is this run's model."""
-    source = config.train.init_from
-    if source is None:
-        return
-    if not Path(source).is_dir():
-        raise AekitError(f"--init-from {source} is not a folder: pass a run folder written by 'aekit train'")
-    if Path(source).resolve() == run_dir.resolve():
-        raise AekitError(f"--init-from {source} is the run folder being written: pass another --out")
-    if not (Path(source) / MODEL).is_file():
-        raise AekitError(f"--init-from {source} has no {MODEL}: it has not finished an epoch")
-    theirs = load_config(Path(source)).model
-    if theirs != config.model and not _starts_hyperprior(theirs, config.model):
-        mine, other = dataclasses.asdict(config.model), dataclasses.asdict(theirs)
-        differ = ", ".join(f"{k} (this run: {mine[k]!r}, {source}: {other[k]!r})" for k in mine if mine[k] != other[k])
-        raise AekitError(f"--init-from needs the same model settings: {differ}")
-
-
-def _starts_hyperprior(source, target) -> bool:
-    """The one model change ``--init-from`` allows: a factorized codec's transforms starting a scale-hyperprior one
-    of otherwise the same settings (its side networks start fresh, as in a run of its own)."""
-    return (source.latent, target.latent) == ("entropy", "hyperprior") and \
-        dataclasses.replace(source, latent="hyperprior") == target
 
 
 def _start(state: TrainState, config: RunConfig, splits: Splits, run_dir: Path, *, resume: bool, workers: int,
@@ -326,15 +301,8 @@ def _start(state: TrainState, config: RunConfig, splits: Splits, run_dir: Path, 
         if resume:  # killed before the first checkpoint: the seed fully determines the start
             log(f"{run_dir} has no checkpoint yet: starting it from the beginning")
         if config.train.init_from is not None:
-            source = Path(config.train.init_from)
-            if load_config(source).model == config.model:
-                load_weights(state.model, source / MODEL)
-                log(f"starting from the weights of {source}")
-            else:
-                load_transforms(state.model, source / MODEL)
-                state.model.start_side(next(splits.train.batches([slice(0, 32)])))
-                log(f"starting from the analysis and synthesis transforms of {source}; the hyperprior starts fresh, "
-                    "its scales from the codes of 32 training images")
+            log(load_init_from(state.model, Path(config.train.init_from),
+                               lambda: next(splits.train.batches([slice(0, 32)]))))
         else:
             images = splits.train.images
             batches = images if splits.train.in_memory else splits.train.batches(chunks(len(images), 1024), workers)

@@ -211,6 +211,39 @@ def load_weights(model: Autoencoder, path: Path) -> int:
         raise AekitError(f"{path}: bad epoch stamp {meta.get('epoch')!r}") from None
 
 
+def check_init_from(config: RunConfig, run_dir: Path) -> None:
+    """``--init-from``: a run folder (not the one being written) whose model is this run's model, or a factorized
+    codec's of otherwise the same settings starting a scale-hyperprior one (the one change allowed)."""
+    source = config.train.init_from
+    if source is None:
+        return
+    if not Path(source).is_dir():
+        raise AekitError(f"--init-from {source} is not a folder: pass a run folder written by 'aekit train'")
+    if Path(source).resolve() == run_dir.resolve():
+        raise AekitError(f"--init-from {source} is the run folder being written: pass another --out")
+    if not (Path(source) / MODEL).is_file():
+        raise AekitError(f"--init-from {source} has no {MODEL}: it has not finished an epoch")
+    theirs = load_config(Path(source)).model
+    hyperprior = (theirs.latent, config.model.latent) == ("entropy", "hyperprior")
+    if theirs != config.model and not (hyperprior and dataclasses.replace(theirs, latent="hyperprior") == config.model):
+        mine, other = dataclasses.asdict(config.model), dataclasses.asdict(theirs)
+        differ = ", ".join(f"{k} (this run: {mine[k]!r}, {source}: {other[k]!r})" for k in mine if mine[k] != other[k])
+        raise AekitError(f"--init-from needs the same model settings: {differ}")
+
+
+def load_init_from(model: Autoencoder, source: Path, images) -> str:
+    """The weights of run folder ``source`` (checked by :func:`check_init_from`) into ``model``; from a factorized
+    codec into a hyperprior one, its transforms, and the fresh side networks started from the codes of the uint8
+    images ``images()`` gives (:meth:`~aekit.core.entropy.HyperpriorHead.start_from_codes`). Returns a line to log."""
+    if load_config(source).model == model.config:
+        load_weights(model, source / MODEL)
+        return f"starting from the weights of {source}"
+    load_transforms(model, source / MODEL)
+    with torch.no_grad():
+        model.head.start_from_codes(model.encode(model.prepare(images()).to(next(model.parameters()).device)).mean)
+    return f"starting from the transforms of {source}; the hyperprior's scales from the codes of training images"
+
+
 # The side part of a scale-hyperprior model: what a factorized model of the same settings does not have, and the
 # density that codes its side code z (the factorized model's density of that name codes y itself).
 SIDE_PREFIXES = ("head.analysis.", "head.synthesis.", "head.density.", "head.gaussian_")

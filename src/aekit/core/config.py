@@ -278,11 +278,9 @@ class TrainConfig:
                             "gradients as autograd, faster (docs/performance.md); off: autograd", choices=("auto", "off"))
     lr_schedule: str = option("constant", "constant, or cosine: the learning rate falls from lr to 0 over the "
                               "run's steps", choices=("constant", "cosine"))
-    init_from: str | None = option(None, "start from the weights of this run folder (same model settings) instead "
-                                   "of a fresh initialisation: fine-tuning, e.g. on another objective or dataset; "
-                                   "a factorized codec's folder (--latent entropy) may also start a --latent "
-                                   "hyperprior one, whose side networks then start fresh",
-                                   metavar="RUN_DIR")
+    init_from: str | None = option(None, "start from the weights of this run folder (same model settings; or a "
+                                   "--latent entropy codec's, for a --latent hyperprior one) instead of a fresh "
+                                   "initialisation: fine-tuning, e.g. on another objective", metavar="RUN_DIR")
     ema: float = option(0.0, "keep an exponential moving average of the weights with this decay (e.g. 0.999; "
                         "min(decay, (1 + step) / (10 + step)) early on): the average is what each epoch evaluates "
                         "and saves; 0: off", bounds="[0, 1)")

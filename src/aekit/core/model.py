@@ -102,13 +102,6 @@ class Autoencoder(nn.Module):
         else:
             self.decoder.init_output_bias(torch.logit(mean.clamp_(1e-3, 1 - 1e-3)))  # a scale's log stays as it is
 
-    @torch.no_grad()
-    def start_side(self, images: torch.Tensor) -> None:
-        """A hyperprior's side networks, fresh on trained transforms, start from the codes of these uint8 images
-        (N, C, H, W): :meth:`HyperpriorHead.start_from_codes`."""
-        device = next(self.parameters()).device
-        self.head.start_from_codes(self.encode(self.prepare(images).to(device)).mean)
-
     def update_tables(self) -> None:
         """Freeze a quantized latent's densities into the integer tables a file is coded with (else nothing)."""
         if self.config.latent in QUANTIZED:

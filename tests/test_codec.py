@@ -45,10 +45,10 @@ def photos(tmp_path_factory):
     return path
 
 
-def train_codec(out, photos, lmbda=0.01, epochs=20, latent="entropy"):
-    return aekit.train("ae", out=out, arch="resnet", hidden=(8, 16), latent_channels=4, latent=latent,
-                       likelihood="gaussian", lmbda=lmbda, data=str(photos), batch_size=8, epochs=epochs, lr=1e-2,
-                       **QUIET)
+def train_codec(out, photos, lmbda=0.01, epochs=20, latent="entropy", **options):
+    settings = {"latent_channels": 4, "lr": 1e-2, **options}
+    return aekit.train("ae", out=out, arch="resnet", hidden=(8, 16), latent=latent, likelihood="gaussian",
+                       lmbda=lmbda, data=str(photos), batch_size=8, epochs=epochs, **settings, **QUIET)
 
 
 @pytest.fixture(scope="module")
@@ -265,12 +265,8 @@ def test_a_factorized_codec_starts_a_hyperprior_one_whose_side_networks_start_fr
     learning rate keeps them), the side networks are a fresh run's but for the scales' start, and the first epoch
     already reconstructs as the source does; any other change of settings is refused."""
     still = {"lr": 1e-12, "epochs": 1}
-    tuned = aekit.train("ae", out=tmp_path / "tuned", arch="resnet", hidden=(8, 16), latent_channels=4,
-                        latent="hyperprior", likelihood="gaussian", lmbda=0.01, data=str(photos), batch_size=8,
-                        init_from=run.path, **still, **QUIET)
-    fresh = aekit.train("ae", out=tmp_path / "fresh", arch="resnet", hidden=(8, 16), latent_channels=4,
-                        latent="hyperprior", likelihood="gaussian", lmbda=0.01, data=str(photos), batch_size=8,
-                        **still, **QUIET)
+    tuned = train_codec(tmp_path / "tuned", photos, latent="hyperprior", init_from=run.path, **still)
+    fresh = train_codec(tmp_path / "fresh", photos, latent="hyperprior", **still)
     source, tuned_state, fresh_state = (r.model.state_dict() for r in (run, tuned, fresh))
     side = [k for k in tuned_state if k.startswith(("head.analysis.", "head.synthesis."))]
     assert side and all(k not in source for k in side)
@@ -286,13 +282,9 @@ def test_a_factorized_codec_starts_a_hyperprior_one_whose_side_networks_start_fr
     assert recon[tmp_path / "tuned"] == pytest.approx(run.history[-1]["test_recon"], rel=0.05)
     assert recon[tmp_path / "tuned"] < 0.5 * recon[tmp_path / "fresh"]
     with pytest.raises(AekitError, match=r"same model settings: latent \(this run: 'entropy'"):
-        aekit.train("ae", out=tmp_path / "back", arch="resnet", hidden=(8, 16), latent_channels=4, latent="entropy",
-                    likelihood="gaussian", lmbda=0.01, data=str(photos), batch_size=8, init_from=tmp_path / "tuned",
-                    **still, **QUIET)
+        train_codec(tmp_path / "back", photos, init_from=tmp_path / "tuned", **still)
     with pytest.raises(AekitError, match=r"latent_channels \(this run: 8"):
-        aekit.train("ae", out=tmp_path / "wider", arch="resnet", hidden=(8, 16), latent_channels=8,
-                    latent="hyperprior", likelihood="gaussian", lmbda=0.01, data=str(photos), batch_size=8,
-                    init_from=run.path, **still, **QUIET)
+        train_codec(tmp_path / "wider", photos, latent="hyperprior", latent_channels=8, init_from=run.path, **still)
 
 
 def test_fresh_side_networks_start_at_the_rate_of_a_gaussian_per_channel():

@@ -154,9 +154,10 @@ def test_compression_judges_each_family_against_the_baselines_and_the_anchor(hyp
               "run": f"h{i}", "lmbda": 0.01} for i, p in enumerate(compression.PUBLISHED["points"])]
     baselines = {"jpeg": {"points": [{**p, "quality": 10} for p in _curve(-2.0)]},
                  "webp": {"points": [{**p, "quality": 10} for p in _curve(2.0)]}}
-    result = {"aekit": factorized + hyper, "baselines": baselines}
+    refined = [{**p, "psnr_db": p["psnr_db"] + 0.5, "family": compression.REFINED, "refine_steps": 50} for p in hyper]
+    result = {"aekit": factorized + hyper + refined, "baselines": baselines}
     c = compression.compare(result)
-    assert set(c) == {"factorized", "hyperprior", "hyperprior_over_factorized"}
+    assert set(c) == {"factorized", "hyperprior", compression.REFINED, "hyperprior_over_factorized"}
     f = c["factorized"]
     assert f["beats_jpeg_up_to_half_bpp"] and f["worst_margin_over_jpeg_db"] == pytest.approx(3.0, abs=0.05)
     assert [m["bpp"] for m in f["margins_over_jpeg_db"]] == [0.12, 0.25, 0.45]  # its points up to 0.5 bpp
@@ -165,12 +166,16 @@ def test_compression_judges_each_family_against_the_baselines_and_the_anchor(hyp
     anchor = c["hyperprior"]["anchor"]
     assert anchor["margins_db"] == pytest.approx([hyper_offset] * 3, abs=0.02)
     assert anchor["within_goal"] is met
-    for point in factorized + hyper:  # what a trained run adds beside its rate and quality
+    assert c[compression.REFINED]["anchor"]["margins_db"] == pytest.approx([hyper_offset + 0.5] * 3, abs=0.02)
+    assert c[compression.REFINED]["anchor"]["within_goal"]  # -0.3 and -0.8 dB, refined: +0.2 and -0.3 dB
+    for point in factorized + hyper + refined:  # what a trained run adds beside its rate and quality
         point.update(command="aekit train", epochs=1, steps=35, train_seconds=60.0, encode_megapixels_per_second=1.0,
                      decode_megapixels_per_second=1.0)
     result.update(comparison=c, kodak_images=24, date="d", machine="m")
     text = compression.markdown(result)
     assert f"({'met' if met else 'not met'})" in text and "aekit hyperprior | h0" in text
+    assert "- h0, each code refined in 50 steps (`aekit compress --refine 50`)" in text
+    assert f"aekit {compression.REFINED} against the published points" in text
     only_one = compression.compare({"aekit": factorized + hyper[:1], "baselines": baselines})
     assert set(only_one) == {"factorized", "hyperprior_over_factorized"}  # one point is no curve: not judged as one
     over = only_one["hyperprior_over_factorized"]  # but set against the factorized curve at its rate

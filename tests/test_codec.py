@@ -309,3 +309,61 @@ def test_fresh_side_networks_start_at_the_rate_of_a_gaussian_per_channel():
     entropy = float(-(pmf * pmf.clamp_min(1e-300).log2()).sum()) * y[:, 0].numel()
     assert 0.95 * entropy < after < 1.1 * entropy + 0.02 * y.numel()
     assert before > 2 * after
+
+
+def _file_loss(data: bytes, decoded: torch.Tensor, image: torch.Tensor, lmbda: float) -> float:
+    """What the codec trades: bits per pixel of the file plus lambda x the squared error (pixels in 0..255)."""
+    return 8 * len(data) / image[0].numel() + lmbda * float((decoded.float() - image.float()).pow(2).mean())
+
+
+def test_refining_the_code_lowers_the_files_loss_and_the_file_decodes_as_any_other(any_run):
+    """``refine`` optimizes one image's code (the decoder and tables fixed): the file's own bits plus lambda x MSE
+    fall below the encoder's code's, the file decodes to the promised pixels, and the model is left as it was."""
+    from aekit.core.refine import refine_code
+
+    model, objective = any_run.model, any_run.config.objective
+    image = torch.from_numpy(smooth_photos(1, 48, seed=5)[0])
+    ident, flags = codec.model_id(model), [p.requires_grad for p in model.parameters()]
+    plain, plain_decoded = codec.compress(model, image, decoded=True)
+    refined, promised = codec.compress(model, image, decoded=True, refine=40, objective=objective)
+    lmbda = objective.lmbda
+    assert _file_loss(refined, promised, image, lmbda) < 0.97 * _file_loss(plain, plain_decoded, image, lmbda)
+    assert torch.equal(codec.decompress(model, refined), promised)
+    assert codec.model_id(model) == ident and [p.requires_grad for p in model.parameters()] == flags
+    y, _, info = refine_code(model, model.prepare(image[None]), objective, 0)  # no step: the encoder's own code
+    assert torch.equal(torch.round(y), model.encode(model.prepare(image[None])).mode())
+    assert info["step"] == 0 and info["loss"] == info["loss_start"]
+
+
+def test_compress_refine_on_the_cli_and_its_bad_values(run, tmp_path, capsys):
+    photo = smooth_photos(1, 40, seed=4)[0]
+    Image.fromarray(photo.transpose(1, 2, 0)).save(tmp_path / "p.png")
+    results = {}
+    for steps in ("0", "30"):
+        assert main(["compress", str(run.path), str(tmp_path / "p.png"), "-o", str(tmp_path / f"{steps}.aek"),
+                     "--refine", steps]) == 0
+        results[steps] = dict(line.split(maxsplit=1) for line in capsys.readouterr().out.splitlines())
+    loss = {k: float(v["bits_per_pixel"]) + run.config.objective.lmbda * 255**2 * 10 ** (-float(v["psnr_db"]) / 10)
+            for k, v in results.items()}
+    assert loss["30"] < loss["0"]
+    assert main(["decompress", str(run.path), str(tmp_path / "30.aek"), "-o", str(tmp_path / "back.png")]) == 0
+    capsys.readouterr()
+    for bad in ("-1", "x", "1e9"):
+        assert main(["compress", str(run.path), str(tmp_path / "p.png"), "-o", str(tmp_path / "b.aek"),
+                     "--refine", bad]) == 2
+        assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert not (tmp_path / "b.aek").exists()
+
+
+def test_soft_rounding_lies_between_floor_and_ceiling_and_hardens_into_rounding():
+    from aekit.core.refine import soft_round
+
+    v = torch.randn(2000, generator=torch.Generator().manual_seed(0)) * 3
+    warm = soft_round(v, 0.5, torch.Generator().manual_seed(1))
+    assert bool(((warm >= v.floor()) & (warm <= v.floor() + 1)).all())
+    assert 0.05 < float((warm - torch.round(warm)).abs().mean()) < 0.45  # soft: between the integers
+    cold = soft_round(v, 1e-4, torch.Generator().manual_seed(1))
+    assert float((cold - torch.round(v)).abs().lt(1e-3).float().mean()) > 0.99  # hard: the nearest integer
+    v.requires_grad_()
+    soft_round(v, 0.5, torch.Generator().manual_seed(1)).sum().backward()
+    assert v.grad is not None and bool(v.grad.abs().gt(0).any())

@@ -34,6 +34,7 @@ import torch
 
 from .core.config import QUANTIZED
 from .core.model import Autoencoder
+from .core.refine import refine_code
 from .data.load import iter_photos
 from .data.machine import check_memory
 from .errors import AekitError
@@ -47,6 +48,7 @@ HEADER = struct.Struct("<3sB8sBIIII")  # magic, version, model id, channels, hei
 ESCAPE_RANGE = 1 << 16  # an escaped integer is coded uniformly over [-2^15, 2^15)
 MAX_SIDE = 1 << 16  # pixels per side a file may declare
 DECODE_COPIES = 24  # float32 copies of the image the decoder may hold at its peak (the widest stage's activations)
+REFINE_COPIES = 96  # ... and refining a code, which keeps the decoder's activations for the backward pass
 
 
 def model_id(model: Autoencoder) -> bytes:
@@ -129,23 +131,41 @@ def _scale_groups(head, y: torch.Tensor | None, indexes: torch.Tensor) -> list[t
     return groups
 
 
-@torch.inference_mode()
-def compress(model: Autoencoder, image: torch.Tensor, *, decoded: bool = False) -> bytes | tuple[bytes, torch.Tensor]:
+def compress(model: Autoencoder, image: torch.Tensor, *, decoded: bool = False, refine: int = 0,
+             objective=None) -> bytes | tuple[bytes, torch.Tensor]:
     """A uint8 image (C, H, W) -> the bytes of an ``.aek`` file (and, with ``decoded``, the uint8 image the file
-    decodes to, from the same integer code)."""
-    import constriction
-
+    decodes to, from the same integer code). ``refine`` > 0 optimizes the code for this image in that many steps
+    on the run's ``objective`` before coding it (:mod:`aekit.core.refine`; the file decodes as any other)."""
     check_codec(model)
     c, h, w = image.shape
     if c != model.config.channels or not (1 <= h <= MAX_SIDE and 1 <= w <= MAX_SIDE):
         raise AekitError(f"the image is {c}x{h}x{w}; this model compresses {model.config.channels}-channel images "
                          f"of at most {MAX_SIDE} pixels a side")
     model.eval()
-    posterior = model.encode(model.prepare(image[None]))
-    code = posterior.mode()[0].to(torch.int64)  # (C', h', w') integers
+    x = model.prepare(image[None])
+    if refine > 0:
+        if objective is None or objective.lmbda is None:
+            raise AekitError("refining a code needs the run's rate-distortion objective (its --lmbda)")
+        y, z, _ = refine_code(model, x, objective, refine)
+        code, side = torch.round(y)[0], (torch.round(z)[0] if z is not None else None)
+    else:
+        with torch.no_grad():
+            posterior = model.encode(x)
+        code, side = posterior.mode()[0], getattr(posterior, "side", None)
+        side = side[0] if side is not None else None
+    return _code_file(model, code.to(torch.int64), side, (c, h, w), decoded)
+
+
+@torch.inference_mode()
+def _code_file(model: Autoencoder, code: torch.Tensor, side: torch.Tensor | None, shape: tuple[int, int, int],
+               decoded: bool) -> bytes | tuple[bytes, torch.Tensor]:
+    """Integer code maps (C', h', w'), and the side code of a hyperprior model, -> the ``.aek`` file's bytes."""
+    import constriction
+
+    c, h, w = shape
     encoder = constriction.stream.queue.RangeEncoder()
     if model.config.latent == "hyperprior":  # the side code first: the decoder needs it for y's scales
-        side = posterior.side[0].to(torch.int64)
+        side = side.to(torch.int64)
         _encode_groups(encoder, _factorized_groups(model.head.density, side, side[0].numel()))
         indexes = model.head.scale_indexes(side[None], code.shape[-2:])[0]
         _encode_groups(encoder, _scale_groups(model.head, code, indexes))
@@ -224,7 +244,7 @@ def bits_per_pixel(data: bytes) -> float:
 
 
 def compress_files(run: Run, spec: str, out: str | Path, *, limit: int | None = None,
-             data_dir: str | None = None) -> dict:
+                   data_dir: str | None = None, refine: int = 0) -> dict:
     """Each image of ``spec`` as an ``.aek`` file (:mod:`aekit.codec`): ``out`` is the file for one image, or a
     folder for several (one file per image, named after it). Each file is written whole or not at all."""
     out = Path(out)
@@ -238,9 +258,9 @@ def compress_files(run: Run, spec: str, out: str | Path, *, limit: int | None = 
             break
         if single and i > 0:
             raise AekitError(f"{spec} holds more than one image: give -o a folder, not {out.name}")
-        check_memory(f"compressing a {image.shape[-1]}x{image.shape[-2]} image",
-                     DECODE_COPIES * 4 * image.numel())
-        data, decoded = compress(model, image[0], decoded=True)
+        check_memory(f"compressing a {image.shape[-1]}x{image.shape[-2]} image" + (" with --refine" if refine else ""),
+                     (REFINE_COPIES if refine else DECODE_COPIES) * 4 * image.numel())
+        data, decoded = compress(model, image[0], decoded=True, refine=refine, objective=run.config.objective)
         stem = output_stem(name, i, names)
         target = out if single else make_folder(out) / f"{stem}.aek"
         atomic_write_bytes(target, data)

@@ -85,6 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
     cp = verbs.add_parser("compress", help="compress images to .aek files (a run trained with --latent entropy)")
     _run_and_input(cp)
     cp.add_argument("-o", "--output", required=True, help="image.aek (one image) or a folder (one .aek per image)")
+    cp.add_argument("--refine", type=bounded("--refine", int, "[0, 10000]"), default=0, metavar="STEPS",
+                    help="optimize each image's code for that image in STEPS gradient steps before coding it: a "
+                         "lower rate-distortion loss, decoded as any file; about 0.7 s per step and megapixel "
+                         "(default 0: the encoder's code)")
 
     dp = verbs.add_parser("decompress", help="decode .aek files to PNGs with the run that wrote them")
     dp.add_argument("run", metavar="RUN", help="a run folder")
@@ -335,7 +339,8 @@ def _main(argv: Sequence[str] | None) -> int:
         elif args.verb == "compress":
             from ..codec import compress_files
 
-            _print_result(compress_files(run, args.input, args.output, limit=args.limit, data_dir=args.data_dir))
+            _print_result(compress_files(run, args.input, args.output, limit=args.limit, data_dir=args.data_dir,
+                                         refine=args.refine))
         elif args.verb == "decompress":
             from ..codec import decompress_files
 

@@ -79,11 +79,12 @@ class Spec:
                 "--lr-schedule", "cosine", "--seed", "0", "--out", out]
 
 
-RUNS = (Spec("denoise-rgb", 3, 900), Spec("denoise-grey", 1, 600))
+RUNS = (Spec("denoise-rgb", 3, 900), Spec("denoise-grey", 1, 900))
 # How a run was trained where its command alone does not say it (said with the table and on the shipped card).
-HISTORY = {"denoise-rgb": "600 epochs on a cosine schedule over 600, then from those weights (`bench/runs.py`'s "
-                          "restart from kept weights) 300 more with the schedule stretched to 900: a warm restart at "
-                          "a quarter of the peak learning rate, with fresh Adam moments"}
+_WARM_RESTART = ("600 epochs on a cosine schedule over 600, then from those weights (`bench/runs.py`'s restart from "
+                 "kept weights) 300 more with the schedule stretched to 900: a warm restart at a quarter of the peak "
+                 "learning rate, with fresh Adam moments")
+HISTORY = {"denoise-rgb": _WARM_RESTART, "denoise-grey": _WARM_RESTART}
 TEST_SETS = {"cbsd68": ("denoise-rgb", 3), "set12": ("denoise-grey", 1)}
 
 

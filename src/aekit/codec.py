@@ -246,7 +246,8 @@ def bits_per_pixel(data: bytes) -> float:
 def compress_files(run: Run, spec: str, out: str | Path, *, limit: int | None = None,
                    data_dir: str | None = None, refine: int = 0) -> dict:
     """Each image of ``spec`` as an ``.aek`` file (:mod:`aekit.codec`): ``out`` is the file for one image, or a
-    folder for several (one file per image, named after it). Each file is written whole or not at all."""
+    folder for several (one file per image, named after it). Each file is written whole or not at all. ``refine``:
+    steps of optimizing each image's code before it is coded (:func:`compress`)."""
     out = Path(out)
     model, rows_, names = run.model, [], set()
     check_codec(model)

@@ -81,6 +81,14 @@ class HyperpriorHead(nn.Module):
         x = F.interpolate(F.relu(b(x)), scale_factor=2.0, mode="nearest")
         return c(x)[..., : size[0], : size[1]]
 
+    def log_likelihoods(self, y: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """log P of y's bins given the side code z (a zero-mean Gaussian per element, of z's scale) and of z's bins
+        under its factorized density: ((B, C, h, w), (B, side, h', w'))."""
+        scale = self.log_scales(z, y.shape[-2:]).exp().clamp_min(SCALE_MIN)
+        v = y.abs()  # symmetric: the lower tail, where the normal CDF is accurate (as CompressAI)
+        p = torch.special.ndtr((0.5 - v) / scale) - torch.special.ndtr((-0.5 - v) / scale)
+        return torch.log(p.clamp_min(LIKELIHOOD_FLOOR)), self.density.log_likelihood(z)
+
     @torch.no_grad()
     def start_from_codes(self, y: torch.Tensor) -> None:
         """A data-dependent start for fresh side networks on trained transforms (``--init-from`` a factorized
@@ -147,10 +155,7 @@ class HyperCode:
         return self.z
 
     def _log_likelihoods(self) -> tuple[torch.Tensor, torch.Tensor]:
-        scale = self.head.log_scales(self.side, self.z.shape[-2:]).exp().clamp_min(SCALE_MIN)
-        v = self.z.abs()  # symmetric: the lower tail, where the normal CDF is accurate (as CompressAI)
-        p = torch.special.ndtr((0.5 - v) / scale) - torch.special.ndtr((-0.5 - v) / scale)
-        return torch.log(p.clamp_min(LIKELIHOOD_FLOOR)), self.head.density.log_likelihood(self.side)
+        return self.head.log_likelihoods(self.z, self.side)
 
     def kl(self) -> torch.Tensor:
         """The rate of y given z plus the rate of z, in nats per image: (B,)."""

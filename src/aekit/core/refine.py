@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import torch
 
-from .entropy import LIKELIHOOD_FLOOR, SCALE_MIN
 from .objectives import reconstruction_nll
 
 REFINE_LR = 0.1  # Adam's step on the code (its units are quantization bins)
@@ -34,13 +33,10 @@ SOFT_EPS = 1e-5
 
 def rate_nats(model, y: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
     """The rate of codes y (and side code z for a hyperprior model), in nats: -log p of their unit bins."""
-    head = model.head
     if z is None:
-        return -head.density.log_likelihood(y).sum()
-    scale = head.log_scales(z, y.shape[-2:]).exp().clamp_min(SCALE_MIN)
-    v = y.abs()
-    p = torch.special.ndtr((0.5 - v) / scale) - torch.special.ndtr((-0.5 - v) / scale)
-    return -torch.log(p.clamp_min(LIKELIHOOD_FLOOR)).sum() - head.density.log_likelihood(z).sum()
+        return -model.head.density.log_likelihood(y).sum()
+    log_p_y, log_p_z = model.head.log_likelihoods(y, z)
+    return -(log_p_y.sum() + log_p_z.sum())
 
 
 def soft_round(v: torch.Tensor, tau: float, generator: torch.Generator) -> torch.Tensor:

@@ -109,7 +109,7 @@ def test_a_discretized_likelihood_sums_to_one_over_the_256_levels(name, mean, lo
     assert float(torch.exp(-nll).sum()) == pytest.approx(1.0, abs=1e-5)
 
 
-@pytest.mark.parametrize("name", ["logistic", "normal", "logistic-rgb"])
+@pytest.mark.parametrize("name", ["logistic", "normal", "logistic-rgb", "logistic-mixture"])
 def test_discretized_likelihoods_have_finite_gradients_everywhere(name):
     g = torch.Generator().manual_seed(0)
     k = 3 * LIKELIHOODS[name].params

@@ -116,8 +116,8 @@ class ModelConfig:
         check_latent(self)
         for name in ("channels", "height", "width"):
             _positive(name, getattr(self, name))
-        if not 1 <= self.outputs <= 16:
-            raise AekitError(f"outputs must be between 1 and 16 (got {self.outputs})")
+        if not 1 <= self.outputs <= 32:
+            raise AekitError(f"outputs must be between 1 and 32 (got {self.outputs})")
         if self.channels not in CHANNELS:
             raise AekitError(f"channels must be {one_of(CHANNELS)} (got {self.channels})")
         if self.channels * self.height * self.width > MAX_INPUT_VALUES:

@@ -76,12 +76,17 @@ def logistic_rgb_nll(outputs: torch.Tensor, target: torch.Tensor, gaussian_std: 
     c = target.shape[-3]
     mean, log_scale = _split(outputs, c)
     coefficients = torch.tanh(outputs[..., 2 * c : 3 * c, :, :])
+    return _discretized_logistic(_coupled(mean, coefficients, target), log_scale, target)
+
+
+def _coupled(mean: torch.Tensor, coefficients: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Each channel's centre: its mean plus its coefficients (slots: :data:`COUPLINGS`) times the residuals of the
+    earlier channels (their targets minus their means); the shape of ``target - mean``."""
     residual = target - mean
     mean = mean.expand_as(residual)  # the outputs may broadcast over the targets
-    shifted = [mean[..., i, :, :] + sum(coefficients[..., slot, :, :] * residual[..., j, :, :]
-                                         for (k, j), slot in COUPLINGS.items() if k == i)
-               for i in range(c)]
-    return _discretized_logistic(torch.stack(shifted, dim=-3), log_scale, target)
+    return torch.stack([mean[..., i, :, :] + sum(coefficients[..., slot, :, :] * residual[..., j, :, :]
+                                                 for (k, j), slot in COUPLINGS.items() if k == i)
+                        for i in range(target.shape[-3])], dim=-3)
 
 
 MIXTURE = 5  # components of ``logistic-mixture``
@@ -99,12 +104,8 @@ def logistic_mixture_nll(outputs: torch.Tensor, target: torch.Tensor, gaussian_s
     offsets = offsets - (log_pi.exp().unsqueeze(-3) * offsets).sum(-4, keepdim=True)  # pi-weighted sum 0
     centres = torch.sigmoid(groups[..., 0, :, :, :]).unsqueeze(-4) + offsets  # (..., K, C, H, W)
     x = target.unsqueeze(-4)
-    residual, coefficients = x - centres, torch.tanh(coefficients)
-    centres = centres.expand_as(residual)  # the outputs may broadcast over the targets
-    shifted = [centres[..., i, :, :] + sum(coefficients[..., slot, :, :] * residual[..., j, :, :]
-                                           for (m, j), slot in COUPLINGS.items() if m == i)
-               for i in range(c)]
-    per_component = _discretized_logistic(torch.stack(shifted, dim=-3), log_scale.clamp(*LOG_SCALE_RANGE), x)
+    shifted = _coupled(centres, torch.tanh(coefficients), x)
+    per_component = _discretized_logistic(shifted, log_scale.clamp(*LOG_SCALE_RANGE), x)
     log_p = torch.logsumexp(log_pi - per_component.sum(-3), dim=-3)  # (..., H, W)
     return (-log_p / c).unsqueeze(-3).expand(*log_p.shape[:-2], c, *log_p.shape[-2:])
 

@@ -339,7 +339,8 @@ def markdown(result: dict) -> str:
     if short:
         lines += ["", f"Not met yet: {', '.join(short)}. These are short runs for photos (the epochs above, "
                   "trained two at a time on the 2 cores; an epoch is 422 steps of 32 faces). A further run of both "
-                  f"AEs, {CONTINUATION}, was stopped. Nor was width the lever in a short trial: {WIDER}. Longer "
+                  f"AEs, {CONTINUATION}, was stopped. Nor was width the lever in a short trial: {WIDER} (the two "
+                  "trials' test-loss curves, their weights not kept: `bench/results/faces_trials.json`). Longer "
                   "schedules from the start, on a GPU when one is lent, are the next step."]
     probes = [r for r in result["rows"] if "gender_probe" in r]
     if probes:

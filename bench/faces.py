@@ -167,14 +167,14 @@ def generative(name: str, run, train_images, test_images, labels, log) -> dict:
     save_png(grid(samples[:64]), REPO / figure, scale=2)
     save_png(grid(fitted[:64]), REPO / fitted_figure, scale=2)
     model_fd = frechet_distance(classifier.embed(samples), reference)
-    # Why the prior's samples fall where no face is: the spread of the posterior means the prior N(0, I) is meant
-    # to match (eigenvalues of their covariance), and the floor any sampler of these codes meets, the distance of
-    # the model's own reconstructions of the test faces.
-    covariance = run.model.code_scale_tril @ run.model.code_scale_tril.T
-    spread = torch.linalg.eigvalsh(covariance.double()) if not run.config.model.spatial else None
-    reconstructions = run.model.reconstruct(test_images, batch_size=200)
     fitted_fd = frechet_distance(classifier.embed(fitted), reference)
     ppca_fd = frechet_distance(classifier.embed(ppca), reference)
+    # Why the prior's samples fall where no face is: the spread of the posterior means the prior N(0, I) is meant
+    # to match (eigenvalues of their covariance; a vector code's only), and the floor any sampler of these codes
+    # meets, the distance of the model's own reconstructions of the test faces.
+    tril = run.model.code_scale_tril.double()
+    spread = None if run.config.model.spatial else torch.linalg.eigvalsh(tril @ tril.T)
+    reconstructions = run.model.reconstruct(test_images, batch_size=200)
     return {"iw_bits_per_dim": v["iw_nll_bits_per_dim"], "neg_elbo_bits_per_dim": v["neg_elbo_bits_per_dim"],
             "iw_faces": IW_FACES, "iw_samples": IW_K, "active_units": v["active_units"],
             "frechet_samples": model_fd, "frechet_ppca": ppca_fd, "frechet_ratio": model_fd / ppca_fd,

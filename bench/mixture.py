@@ -12,7 +12,8 @@ faces in the same run. Nothing was chosen by the test faces (the number of compo
 magnitude, fixed before the run). The runs are short: the comparison is between the arms, not with the faces
 table's 16-epoch model.
 
-Writes ``bench/results/mixture.json`` and its section of ``docs/results.md``; the weights are kept in ``bench/weights/mixture/`` (half precision).
+Writes ``bench/results/mixture.json`` and its section of ``docs/results.md``; the weights are kept in
+``bench/weights/mixture/`` (half precision).
 """
 
 from __future__ import annotations
@@ -90,10 +91,10 @@ def markdown(result: dict) -> str:
     rgb, mixture = result["rows"]
     lossless = result["lossless_bits_per_dim"]
     lines = [SECTION, "",
-             f"Two spatial face VAEs (`bench/faces.py`'s vae-spatial options) trained for {rgb['epochs']} epochs each on "
-             "the same training faces, seed and schedule, differing only in the likelihood; importance-weighted bits "
-             f"per dimension (K = {result['iw_samples']}) on the first {result['test_faces']} test faces, with PNG and "
-             f"lossless WebP on the same faces, in one run ({result['date']}, {result['machine']}). "
+             f"Two spatial face VAEs (`bench/faces.py`'s vae-spatial options) trained for {rgb['epochs']} epochs each "
+             "on the same training faces, seed and schedule, differing only in the likelihood; importance-weighted "
+             f"bits per dimension (K = {result['iw_samples']}) on the first {result['test_faces']} test faces, with "
+             f"PNG and lossless WebP on the same faces, in one run ({result['date']}, {result['machine']}). "
              "`python bench/mixture.py --evaluate-only` re-checks it from `bench/weights/mixture/`.", "",
              "| likelihood | decoder outputs | parameters | IW bits/dim | -ELBO bits/dim | evaluation s |",
              "|---|---:|---:|---:|---:|---:|"]

@@ -139,6 +139,26 @@ def test_sample_from_the_prior_and_from_fitted_codes(capsys, runs, tmp_path):
     assert not (tmp_path / "x.npy").exists()
 
 
+def test_sample_from_a_mixture_fitted_to_the_training_codes(capsys, runs, tmp_path):
+    code, out, _ = run(capsys, "sample", runs["ae"], "-n", 7, "--components", 3, "-o", tmp_path / "m.npy")
+    assert code == 0 and "a mixture of 3 Gaussians fitted to the codes of 4,000 training images" in out
+    mixed = np.load(tmp_path / "m.npy")
+    assert mixed.shape == (7, 1, 28, 28) and mixed.min() >= 0 and mixed.max() <= 1
+    assert run(capsys, "sample", runs["ae"], "-n", 7, "--components", 3, "-o", tmp_path / "again.npy")[0] == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "again.npy"), mixed)  # the fit and the draws are seeded
+    assert run(capsys, "sample", runs["ae"], "-n", 7, "-o", tmp_path / "one.npy")[0] == 0
+    assert np.abs(np.load(tmp_path / "one.npy") - mixed).max() > 0.05  # not the one Gaussian's draws
+    code, out, _ = run(capsys, "sample", runs["vae"], "-n", 4, "--components", 2, "-o", tmp_path / "v.npy")
+    assert code == 0 and "mixture of 2 Gaussians fitted to the posterior means of 4,000" in out
+    code, _, err = run(capsys, "sample", runs["vae"], "--source", "prior", "--components", 2, "-o", tmp_path / "p.npy")
+    assert_one_line_error(code, err, "goes with --source codes")
+    code, _, err = run(capsys, "sample", runs["ae"], "--components", 0, "-o", tmp_path / "z.npy")
+    assert code == 2 and "--components" in err and "Traceback" not in err
+    code, _, err = run(capsys, "sample", runs["ae"], "--components", 5000, "-o", tmp_path / "big.npy")
+    assert_one_line_error(code, err, "needs at least 10000 codes")
+    assert not any((tmp_path / name).exists() for name in ("p.npy", "z.npy", "big.npy"))
+
+
 def test_python_dash_m_and_the_console_script_work(tmp_path, runs):
     result = subprocess.run([sys.executable, "-m", "aekit", "info", str(runs["ae"])], capture_output=True, text=True)
     assert result.returncode == 0 and "family      ae" in result.stdout

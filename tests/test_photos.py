@@ -336,7 +336,23 @@ def test_photos_beyond_what_the_model_or_the_memory_can_take_are_one_line(spatia
     assert main(["sample", str(spatial_run.path), "-n", "4", "--size", "40,30", "-o", str(tmp_path / "s.npy")]) == 0
     assert np.load(tmp_path / "s.npy").shape == (4, 3, 40, 30)
     assert main(["sample", str(spatial_run.path), "-n", "4", "--size", "0,30", "-o", str(tmp_path / "z.npy")]) == 2
-    assert not (tmp_path / "v.png").exists() and not (tmp_path / "z.npy").exists()
+    assert main(["sample", str(spatial_run.path), "-n", "4", "--size", "40,30", "--components", "2",
+                 "-o", str(tmp_path / "m.npy")]) == 2
+    assert "draws whole codes of the training images' size (16x16)" in capsys.readouterr().err
+    assert not any((tmp_path / name).exists() for name in ("v.png", "z.npy", "m.npy"))
+
+
+def test_a_mixture_over_whole_code_maps_samples_the_training_size(spatial_run):
+    from aekit.core.code_mixture import CodeMixture
+
+    g = torch.Generator().manual_seed(2)
+    model = spatial_run.model
+    codes = model.embed(torch.randint(0, 256, (40, 3, 16, 16), generator=g, dtype=torch.uint8))
+    mixture = CodeMixture.fit(codes, 2, seed=0)
+    assert mixture.shape == tuple(codes.shape[1:]) == (3, 4, 4)  # the map at the training size, flattened for EM
+    with torch.inference_mode():
+        images = model.decode_images(mixture.sample(5, seed=0))
+    assert images.shape == (5, 3, 16, 16) and 0 <= images.min() and images.max() <= 1
 
 
 def test_encode_photos_of_several_sizes(spatial_run, tmp_path, capsys):

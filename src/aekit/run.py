@@ -90,6 +90,37 @@ class Run:
         """What to call the run: a shipped model's name, else its folder's name."""
         return self.name or (self.path.name if self.path is not None else self.config.family)
 
+    def describe(self) -> str:
+        """A short human-readable summary of the run (``aekit info``)."""
+        model, config = self.model, self.config
+        m, o, t = config.model, config.objective, config.train
+        n_params = sum(p.numel() for p in model.parameters())
+        lines = [
+            f"family      {config.family} ({'variational' if model.is_variational else 'deterministic'} latent)",
+            f"backbone    {m.arch} {','.join(map(str, m.hidden))}, activation {m.activation}",
+            f"images      {m.channels}x{m.height}x{m.width} from {config.data.data}",
+            (f"latent      {'x'.join(map(str, m.latent_shape()))} {m.latent} map (any image size)" if m.spatial
+             else f"latent      {m.latent_dim}-d {m.latent}")
+            + (", sigmoid codes" if m.code_activation == "sigmoid" else ""),
+            f"objective   {o.likelihood} likelihood"
+            + (f", beta {o.beta:g}" if model.is_variational else "")
+            + (f", IWAE bound with {o.importance_samples} samples" if o.importance_samples > 1 else "")
+            + (f", noise std {o.noise_std:g}" if o.noise_std and o.noise_std_min is None else "")
+            + (f", noise std {o.noise_std_min:g} to {o.noise_std:g}" if o.noise_std and o.noise_std_min is not None else "")
+            + (f", mask {o.mask_prob:g}" if o.mask_prob else "")
+            + (f", salt-and-pepper {o.salt_pepper:g}" if o.salt_pepper else "")
+            + (f", sparsity {o.sparsity} (weight {o.sparsity_weight:g}, target {o.sparsity_target:g})" if o.sparsity != "none" else ""),
+            f"training    epoch {self.epoch}/{t.epochs}, batch {t.batch_size}, lr {t.lr:g}"
+            + (f" ({t.lr_schedule} schedule)" if t.lr_schedule != "constant" else "") + f", seed {t.seed}"
+            + (f", fine-tuned from {t.init_from}" if t.init_from else ""),
+            f"parameters  {n_params:,}",
+        ]
+        if self.history:
+            last = self.history[-1]
+            test = f", test loss {last['test_loss']:.3f}" if "test_loss" in last else ""
+            lines.append(f"last epoch  train loss {last['train_loss']:.3f}{test}, {last['epoch_seconds']:.1f}s")
+        return "\n".join(lines)
+
     @classmethod
     def load(cls, path: str | os.PathLike) -> Run:
         """The run saved in folder ``path`` (see :func:`load`)."""

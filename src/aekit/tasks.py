@@ -295,16 +295,27 @@ def denoise(run: Run, spec: str, out: str | Path, *, noise_std: float | None = N
 
 
 def sample(run: Run, out: str | Path, *, n: int = 64, seed: int = 0, size: tuple[int, int] | None = None,
-           source: str | None = None) -> dict:
+           source: str | None = None, components: int | None = None) -> dict:
     """Draw ``n`` images: from the prior N(0, I) for a VAE, from a Gaussian fitted to the training
     codes for a deterministic autoencoder. Writes a PNG grid or a .npy array. ``size`` (H, W): images of another
     size than the training one, which a spatial latent can make (its prior is the same at every position).
     ``source="codes"`` with a VAE: from a Gaussian fitted now to the posterior means of the run's training
-    images (a density fitted after training, Ghosh et al. 2020), instead of the prior."""
+    images (a density fitted after training, Ghosh et al. 2020), instead of the prior. ``components`` K: from a
+    mixture of K Gaussians fitted now to the training codes (a VAE's posterior means; :mod:`aekit.core.code_mixture`)
+    instead of the one Gaussian; it implies ``source="codes"``."""
     out = Path(out)
     model = run.model
     c, h, w = model.config.image_shape
     check_value("the number of samples", n, SAMPLE_COUNT)
+    if components is not None:
+        check_value("--components", components, Interval.parse("[1, inf)"))
+        if source == "prior":
+            raise AekitError("--components fits a mixture to the training codes: it goes with --source codes, "
+                             "not the prior")
+        if size is not None and tuple(size) != (h, w):
+            raise AekitError(f"--components draws whole codes of the training images' size ({h}x{w}); other "
+                             "sizes come from the one Gaussian over the channels (no --components)")
+        source = "codes"
     if size is not None and tuple(size) != (h, w):
         if not model.config.spatial:
             raise AekitError(f"--size {size[0]},{size[1]}: this model's code is a vector, so it makes {h}x{w} images "
@@ -317,57 +328,38 @@ def sample(run: Run, out: str | Path, *, n: int = 64, seed: int = 0, size: tuple
         raise AekitError(f"a PNG grid holds at most {SAMPLE_GRID_MAX:,} samples (asked for {n:,}); write .npy for more")
     _budget("sampling", n, 2, run, out)
     fitted = None
-    if source == "codes" and model.is_variational:
+    if source == "codes" and (model.is_variational or components is not None):
         from .evaluation import load_run_splits
-        from .training.loop import CODE_FIT_MAX, fit_code_distribution
+        from .training.loop import training_codes
 
         train = load_run_splits(run, progress=False).train
-        fit_code_distribution(model, train, seed=run.config.train.seed)
-        fitted = min(len(train), CODE_FIT_MAX)
-    images = model.sample(n, seed=seed, size=None if size is None else tuple(size), source=source)
+        codes = training_codes(model, train, seed=run.config.train.seed)
+        fitted = len(codes)
+        if components is None:
+            model.set_code_distribution(codes)
+    if components is not None:
+        from .core.code_mixture import CodeMixture
+
+        z = CodeMixture.fit(codes, components, seed=run.config.train.seed).sample(n, seed)
+        with torch.inference_mode():
+            model.eval()
+            images = model.decode_images(z.clamp(0.0, 1.0) if model.config.code_activation == "sigmoid" else z)
+    else:
+        images = model.sample(n, seed=seed, size=None if size is None else tuple(size), source=source)
     if out.suffix == ".npy":
         save_npy(images, out)
     else:
         save_png(grid(images), out, scale=2)
-    if fitted is not None:
+    what = "posterior means" if model.is_variational else "codes"
+    if components is not None:
+        described = f"a mixture of {components} Gaussians fitted to the {what} of {fitted:,} training images"
+    elif fitted is not None:
         described = f"a Gaussian fitted to the posterior means of {fitted:,} training images (not the prior)"
     elif model.is_variational:
         described = "the prior N(0, I)"
     else:
         described = "a Gaussian fitted to the training codes (a plain autoencoder has no prior: expect poor samples)"
     return {"samples": n, "source": described, "output": str(out)}
-
-
-def describe(run: Run) -> str:
-    """A short human-readable summary of a run."""
-    model, config = run.model, run.config
-    m, o, t = config.model, config.objective, config.train
-    n_params = sum(p.numel() for p in model.parameters())
-    lines = [
-        f"family      {config.family} ({'variational' if model.is_variational else 'deterministic'} latent)",
-        f"backbone    {m.arch} {','.join(map(str, m.hidden))}, activation {m.activation}",
-        f"images      {m.channels}x{m.height}x{m.width} from {config.data.data}",
-        (f"latent      {'x'.join(map(str, m.latent_shape()))} {m.latent} map (any image size)" if m.spatial
-         else f"latent      {m.latent_dim}-d {m.latent}")
-        + (", sigmoid codes" if m.code_activation == "sigmoid" else ""),
-        f"objective   {o.likelihood} likelihood"
-        + (f", beta {o.beta:g}" if model.is_variational else "")
-        + (f", IWAE bound with {o.importance_samples} samples" if o.importance_samples > 1 else "")
-        + (f", noise std {o.noise_std:g}" if o.noise_std and o.noise_std_min is None else "")
-        + (f", noise std {o.noise_std_min:g} to {o.noise_std:g}" if o.noise_std and o.noise_std_min is not None else "")
-        + (f", mask {o.mask_prob:g}" if o.mask_prob else "")
-        + (f", salt-and-pepper {o.salt_pepper:g}" if o.salt_pepper else "")
-        + (f", sparsity {o.sparsity} (weight {o.sparsity_weight:g}, target {o.sparsity_target:g})" if o.sparsity != "none" else ""),
-        f"training    epoch {run.epoch}/{t.epochs}, batch {t.batch_size}, lr {t.lr:g}"
-        + (f" ({t.lr_schedule} schedule)" if t.lr_schedule != "constant" else "") + f", seed {t.seed}"
-        + (f", fine-tuned from {t.init_from}" if t.init_from else ""),
-        f"parameters  {n_params:,}",
-    ]
-    if run.history:
-        last = run.history[-1]
-        test = f", test loss {last['test_loss']:.3f}" if "test_loss" in last else ""
-        lines.append(f"last epoch  train loss {last['train_loss']:.3f}{test}, {last['epoch_seconds']:.1f}s")
-    return "\n".join(lines)
 
 
 def _paired_rows(top: torch.Tensor, bottom: torch.Tensor, per_row: int = 8) -> torch.Tensor:

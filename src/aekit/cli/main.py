@@ -121,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--source", choices=("prior", "codes"), default=None,
                    help="prior: N(0, I), a VAE's default; codes: a Gaussian fitted to the training codes, a plain "
                         "autoencoder's only source (a VAE's is fitted now, on its run's training images)")
+    s.add_argument("--components", type=bounded("--components", int, "[1, inf)"), default=None, metavar="K",
+                   help="draw from a mixture of K Gaussians fitted now to the training codes (a VAE's posterior "
+                        "means) instead of one: it follows codes in clusters, where one Gaussian draws between them")
     s.add_argument("-o", "--output", required=True, help="samples.png (a grid) or samples.npy")
 
     i = verbs.add_parser("info", help="describe a run")
@@ -327,7 +330,7 @@ def _main(argv: Sequence[str] | None) -> int:
 
         run = _load_run(args)
         if args.verb == "info":
-            print(tasks.describe(run))
+            print(run.describe())
         elif args.verb == "encode":
             _print_result(tasks.encode(run, args.input, args.output, limit=args.limit, data_dir=args.data_dir))
         elif args.verb == "reconstruct":
@@ -357,7 +360,7 @@ def _main(argv: Sequence[str] | None) -> int:
                                           data_dir=args.data_dir))
         elif args.verb == "sample":
             _print_result(tasks.sample(run, args.output, n=args.n, seed=args.seed, size=args.size,
-                                       source=args.source))
+                                       source=args.source, components=args.components))
         elif args.verb == "export":
             from ..export import export_onnx
 

@@ -210,10 +210,15 @@ def summary(row: dict, epochs: int) -> str:
     return "  ".join(parts)
 
 
-@torch.inference_mode()
 def fit_code_distribution(model: Autoencoder, images: ImageSet, *, seed: int, workers: int = 0) -> None:
-    """Fit a deterministic AE's sampling Gaussian to the codes of the training images (of a seeded subsample
-    of ``CODE_FIT_MAX`` of them beyond that), in batches: memory and time stay bounded however many there are."""
+    """Fit a deterministic AE's sampling Gaussian to the codes of the training images (see :func:`training_codes`)."""
+    model.set_code_distribution(training_codes(model, images, seed=seed, workers=workers))
+
+
+@torch.inference_mode()
+def training_codes(model: Autoencoder, images: ImageSet, *, seed: int, workers: int = 0) -> torch.Tensor:
+    """The codes (a VAE's posterior means) of the training images, or of a seeded subsample of ``CODE_FIT_MAX`` of
+    them beyond that, in batches: memory and time stay bounded however many there are. (N, D) or (N, C, h, w)."""
     n = len(images)
     if n <= CODE_FIT_MAX:
         index = torch.arange(n)
@@ -223,7 +228,7 @@ def fit_code_distribution(model: Autoencoder, images: ImageSet, *, seed: int, wo
     device = next(model.parameters()).device
     codes = [model.encode(to_unit(x.to(device))).mode().float().cpu()  # uint8 (B, C, H, W) -> (B, D)
              for x in images.batches(index.split(1024), workers)]
-    model.set_code_distribution(torch.cat(codes))
+    return torch.cat(codes)
 
 
 @torch.inference_mode()
